@@ -1,0 +1,3 @@
+from synthrelease_cli.main import main
+
+main()

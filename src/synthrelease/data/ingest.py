@@ -1,0 +1,176 @@
+"""Ingest: protected source folder -> de-identified, pseudonymized, preprocessed private workspace.
+
+What reaches the workspace: voxel arrays and grids written into fresh NIfTI headers, random pseudonyms in place of
+every source name, and (for DICOM) a de-identified summary of technical acquisition attributes. Nothing else of
+the source headers is ever copied. The pseudonym <-> source mapping is written only when asked for
+(``keep_id_map``), and only inside the workspace.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from synthrelease import __version__
+from synthrelease.data.case import Case
+from synthrelease.data.nnunet import dataset_json, write_nnunet_case
+from synthrelease.data.preprocess import PreprocessConfig, preprocess_case, reference_range
+from synthrelease.data.pseudonyms import draw_pseudonyms, split_patients
+from synthrelease.data.sources import Layout, Source, open_source
+from synthrelease.data.workspace import SUBDIRS, Splits, Workspace, write_workspace_toml
+from synthrelease.errors import InputError, LabelError
+from synthrelease.runtime.fs import atomic_directory
+
+__all__ = ["IngestOptions", "ingest", "plan_grid"]
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]
+"""``progress(task, done, total)``: called as work advances (the CLI draws a bar)."""
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """How to ingest. ``spacing``/``shape`` None means: derive from the source (per-axis medians)."""
+
+    layout: Layout | str = Layout.AUTO
+    holdout: float = 0.2
+    seed: int = 0
+    spacing: tuple[float, float, float] | None = None
+    shape: tuple[int, int, int] | None = None
+    ct_window: str | tuple[float, float] = "soft"
+    interpolation: str = "linear"
+    channels: Sequence[str] | None = None
+    roi_map: Sequence[tuple[int, str]] | None = None
+    keep_id_map: bool = False
+    allow_empty_labels: bool = False
+
+    def validate(self) -> None:
+        if not 0.0 <= self.holdout < 1.0:
+            raise InputError(f"--holdout {self.holdout} is outside [0, 1)", fix="use a fraction such as 0.2")
+        if self.seed < 0:
+            raise InputError(f"--seed {self.seed} is negative", fix="use a non-negative integer")
+
+
+def _round_up(n: float, multiple: int = 8) -> int:
+    return int(max(multiple, multiple * np.ceil(n / multiple)))
+
+
+def plan_grid(source: Source, spacing: tuple[float, float, float] | None,
+              shape: tuple[int, int, int] | None) -> tuple[tuple[float, float, float], tuple[int, int, int]]:
+    """Target spacing (x, y, z) and shape (Z, Y, X): given, or per-axis medians of the source (shape to x8)."""
+    if spacing is not None and shape is not None:
+        return spacing, shape
+    headers = [c.header() for c in source.cases]
+    spacings = np.array([g.spacing for _, g in headers])
+    target_spacing = spacing or tuple(float(v) for v in np.round(np.median(spacings, axis=0), 4))
+    if shape is None:
+        extents = np.array([np.array(s[::-1]) * np.array(g.spacing) for s, g in headers])  # (x, y, z) mm
+        median_xyz = np.median(extents, axis=0) / np.array(target_spacing)
+        shape = tuple(_round_up(v) for v in median_xyz[::-1])  # type: ignore[assignment]
+    assert shape is not None
+    return (target_spacing[0], target_spacing[1], target_spacing[2]), shape
+
+
+def _check_labels(case: Case, source_name: str, allow_empty: bool) -> None:
+    if not allow_empty and not np.any(case.labels):
+        raise LabelError("label map is empty (all background)", where=f"source case {source_name}",
+                         fix="check the ROI names (--roi-map) or pass --allow-empty-labels")
+
+
+def ingest(src: Path, out: Path, *, modality: str, options: IngestOptions | None = None,
+           progress: Progress | None = None) -> Workspace:
+    """Create the workspace ``out`` from the source folder ``src``; atomic: all or nothing."""
+    opts = options or IngestOptions()
+    opts.validate()
+    rng = np.random.default_rng(np.random.SeedSequence([opts.seed, 0x16E5]))
+    source = open_source(Path(src), layout=opts.layout, modality=modality, channels=opts.channels,
+                         roi_map=opts.roi_map, uid_salt=rng.bytes(16))
+    channels = tuple(opts.channels or source.channel_names)
+    spacing, shape = plan_grid(source, opts.spacing, opts.shape)
+    config = PreprocessConfig.for_modality(source.modality, spacing=spacing, shape=shape, ct_window=opts.ct_window,
+                                           interpolation=opts.interpolation)
+    n = len(source.cases)
+    pseudonyms = draw_pseudonyms(n, rng)
+    train_idx, holdout_idx = split_patients([c.patient_key for c in source.cases], opts.holdout, rng)
+
+    with atomic_directory(Path(out)) as tmp:
+        for sub in SUBDIRS:
+            (tmp / sub).mkdir()
+        records: dict[str, Any] = {}
+        headers: dict[str, Any] = {}
+        for i, (sc, pid) in enumerate(zip(source.cases, pseudonyms, strict=True)):
+            if progress:
+                progress("ingest", i, n)
+            case, header = sc.load(pid)
+            if opts.channels:
+                case = case.select_channels(channels)
+            _check_labels(case, sc.source_name, opts.allow_empty_labels)
+            processed, record = preprocess_case(case, config)
+            write_nnunet_case(processed, tmp / "real")
+            records[pid] = record.to_dict()
+            if header:
+                headers[pid] = header
+        if progress:
+            progress("ingest", n, n)
+        _write_real_metadata(tmp, source, channels, records, headers)
+        low, high = reference_range([_record(r) for r in records.values()])
+        splits = Splits(tuple(sorted(pseudonyms[i] for i in train_idx)),
+                        tuple(sorted(pseudonyms[i] for i in holdout_idx)), opts.seed)
+        (tmp / "splits.json").write_text(splits.to_json())
+        write_workspace_toml(tmp, _workspace_config(source, channels, config, low, high, opts, splits))
+        if opts.keep_id_map:
+            id_map = {pid: {"source": sc.source_name, "patient": sc.patient_key}
+                      for sc, pid in zip(source.cases, pseudonyms, strict=True)}
+            (tmp / "id_map.json").write_text(json.dumps(dict(sorted(id_map.items())), indent=2) + "\n")
+    log.info("ingested %d cases into %s", n, out)
+    return Workspace(Path(out))
+
+
+def _record(d: dict[str, Any]) -> Any:
+    from synthrelease.data.preprocess import CaseRecord
+
+    return CaseRecord.from_dict(d)
+
+
+def _write_real_metadata(tmp: Path, source: Source, channels: tuple[str, ...], records: dict[str, Any],
+                         headers: dict[str, Any]) -> None:
+    data = dataset_json(name="real", schema=source.schema, modality=source.modality, channel_names=channels,
+                        n_cases=len(records))
+    (tmp / "real" / "dataset.json").write_text(json.dumps(data, indent=2) + "\n")
+    (tmp / "real" / "preprocessing.json").write_text(
+        json.dumps({"cases": dict(sorted(records.items()))}, indent=2) + "\n")
+    if headers:
+        (tmp / "real" / "headers").mkdir()
+        for pid, header in sorted(headers.items()):
+            (tmp / "real" / "headers" / f"{pid}.json").write_text(json.dumps(header, indent=2, sort_keys=True) + "\n")
+
+
+def _workspace_config(source: Source, channels: tuple[str, ...], config: PreprocessConfig,
+                      low: Sequence[float], high: Sequence[float], opts: IngestOptions,
+                      splits: Splits) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "modality": source.modality.value,
+        "channels": list(channels),
+        "source_layout": source.layout.value,
+        "n_cases": len(splits.train) + len(splits.holdout),
+        "labels": source.schema.labels_json(),
+    }
+    if source.schema.regions:
+        data["regions"] = source.schema.regions_json()
+    pre = config.to_dict()
+    pre["reference"] = {"low": [float(v) for v in low], "high": [float(v) for v in high]}
+    return {
+        "synthrelease_version": __version__,
+        "data": data,
+        "preprocessing": pre,
+        "split": {"unit": "patient", "seed": opts.seed, "holdout_fraction": opts.holdout,
+                  "n_train": len(splits.train), "n_holdout": len(splits.holdout)},
+        "privacy": {"id_map_written": opts.keep_id_map},
+    }

@@ -1,0 +1,1 @@
+"""Runtime services shared by every layer: atomic file-system writes, seeding, progress."""

@@ -1,0 +1,40 @@
+"""The end-to-end path as a user runs it: separate processes, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from synthrelease.data.leakscan import find_strings
+from synthrelease.data.phantoms.cohort import PLANTED_PHI_FILE
+
+
+def synthrelease(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "synthrelease_cli", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_phantoms_then_ingest_as_a_user_would(tmp_path):
+    res = synthrelease("phantoms", "P", "--modality", "ct", "--cases", 12, "--shape", 16, "--format", "dicom",
+                       cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    res = synthrelease("ingest", "P", "--layout", "auto", "--modality", "ct", "--out", "WS", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    splits = json.loads((tmp_path / "WS" / "splits.json").read_text())
+    assert len(splits["train"]) + len(splits["holdout"]) == 12 and len(splits["holdout"]) >= 2
+    planted = json.loads((tmp_path / "P" / PLANTED_PHI_FILE).read_text())
+    needles = {s for entry in planted.values() for s in entry["strings"]}
+    assert find_strings(tmp_path / "WS", needles) == []
+    res = synthrelease("ingest", "nowhere", "--modality", "ct", "--out", "WS2", cwd=tmp_path)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+
+
+def test_demo_runs(tmp_path):
+    res = synthrelease("demo", "--out", "D", "--cases", 6, "--shape", 16, "--json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["deidentification"]["found_in_workspace"] == 0
+    assert summary["deidentification"]["planted_strings"] > 6 * 5
+    res = synthrelease("--quiet", "demo", "--out", "D", "--cases", 6, "--shape", 16, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr  # a previous demo folder is replaced
