@@ -118,3 +118,33 @@ def test_empty_label_maps_need_consent(tmp_path, make_case):
         ingest(src, tmp_path / "ws", modality="ct")
     ws = ingest(src, tmp_path / "ws", modality="ct", options=IngestOptions(allow_empty_labels=True))
     assert len(ws.real()) == 3
+
+
+def test_no_source_dicom_identifier_or_uid_reaches_the_workspace(ct_dicom, tmp_path):
+    """Beyond the planted list: every UID, name, date and free-text value of every source file stays out."""
+    import pydicom
+
+    from synthrelease.data.dicom.deid import _SUMMARY_KEYWORDS
+
+    # standard class UIDs and the technical attributes the header summary keeps on purpose are not identifiers
+    kept = {"ReferencedSOPClassUID", "MediaStorageSOPClassUID", "TransferSyntaxUID", "ImplementationClassUID",
+            "CodingSchemeUID", *_SUMMARY_KEYWORDS}
+    values: set[str] = set()
+    allowed: set[str] = set()
+    uids: set[str] = set()
+    for path in ct_dicom.rglob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        for elem in ds.iterall():
+            if elem.VR in {"UI", "PN", "DA", "DT", "TM", "LO", "SH", "LT", "ST", "AE"} and elem.value:
+                text = str(elem.value)
+                if elem.keyword in kept:
+                    allowed.add(text)
+                elif len(text) >= 6:
+                    values.add(text)
+                    if elem.VR == "UI":
+                        uids.add(text)
+    assert len(uids) >= 6 * 3  # study, series, frame of reference and SOP instance UIDs per patient at least
+    values -= allowed  # e.g. the structure set label repeats the manufacturer's name
+    ws = ingest(ct_dicom, tmp_path / "ws", modality="ct", options=IngestOptions(seed=0))
+    leaks = {f.needle for f in find_strings(ws.root, values)}
+    assert leaks == set()

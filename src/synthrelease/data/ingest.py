@@ -113,6 +113,10 @@ def ingest(src: Path, out: Path, *, modality: str, options: IngestOptions | None
                 case = case.select_channels(channels)
             _check_labels(case, sc.source_name, opts.allow_empty_labels)
             processed, record = preprocess_case(case, config)
+            lost = {k: v for k, v in record.labels_lost.items() if v}
+            if lost:
+                log.warning("case %s: the %s crop cut away labelled voxels %s; pass a larger --shape or a coarser "
+                            "--spacing to keep them", pid, "x".join(map(str, shape)), lost)
             write_nnunet_case(processed, tmp / "real")
             records[pid] = record.to_dict()
             if header:
