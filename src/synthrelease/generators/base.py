@@ -69,6 +69,7 @@ class Generator(ABC):
         config.validate()
         self.config = config
         self.device = torch.device("cpu")
+        self.sample_offset = 0
         self._wrapped: dict[str, nn.Module] = {}
 
     # -- what implementations provide -------------------------------------------------------------------------
@@ -135,7 +136,10 @@ class Generator(ABC):
             self._to_device()
             self.prepare(training)
         self._wrap_ddp(world)
-        log_file = (run_dir / "train_log.jsonl") if (run_dir is not None and rank == 0) else None
+        log_file = None
+        if run_dir is not None and rank == 0:
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+            log_file = Path(run_dir) / "train_log.jsonl"
         total, batch = self.config.steps, self.config.batch_size
         losses: StepLosses = {}
         try:
@@ -162,17 +166,27 @@ class Generator(ABC):
         self.final_losses_ = losses
         return self
 
-    def sample(self, n: int, seed: int, *, batch: int | None = None, **options: Any) -> list[Case]:
-        """``n`` synthetic cases (model-range intensities on the training grid); same seed -> same cases."""
+    def sample(self, n: int, seed: int, *, batch: int | None = None, offset: int = 0, **options: Any) -> list[Case]:
+        """``n`` synthetic cases (model-range intensities on the training grid); same seed -> same cases.
+
+        Samples are made in batches of ``batch`` (default: all at once); batch ``b`` draws from a generator seeded
+        with ``(seed, b)``. ``offset`` continues a larger request made in pieces: ``sample(8, s, batch=4)`` equals
+        ``sample(4, s, batch=4) + sample(4, s, batch=4, offset=4)``. ``self.sample_offset`` tells ``generate``
+        the index of its first sample (conditioned generators use training mask ``i`` for sample ``i``).
+        """
         self._check_fitted()
         if n < 1:
             raise InputError(f"cannot sample {n} cases", fix="ask for one or more")
         size = batch or n
+        if offset % size:
+            raise InputError(f"offset {offset} is not a multiple of the batch size {size}")
         cases: list[Case] = []
-        for b, first in enumerate(range(0, n, size)):
+        for first in range(0, n, size):
             count = min(size, n - first)
+            b = (offset + first) // size
             gen = torch.Generator().manual_seed(derive_seed(seed, b, 0x5A3))
             torch.manual_seed(derive_seed(seed, b, 0x5A4))
+            self.sample_offset = offset + first
             for m in self.modules().values():
                 m.eval()
             with torch.no_grad():
@@ -180,7 +194,7 @@ class Generator(ABC):
             images_np = images.detach().float().cpu().clamp(-1, 1).numpy()
             classes_np = classes.detach().cpu().numpy().astype(np.int64)
             for i in range(count):
-                cases.append(self.spec_.make_case(f"syn{first + i:04d}", images_np[i], classes_np[i]))
+                cases.append(self.spec_.make_case(f"syn{offset + first + i:04d}", images_np[i], classes_np[i]))
         return cases
 
     def state(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ __all__ = ["available_generators", "create_generator", "get_generator_class"]
 
 _REGISTRY: dict[str, str] = {
     "copycat": "synthrelease.generators.copycat:CopycatGenerator",
+    "wgan": "synthrelease.generators.wgan:WGANGenerator",
 }
 
 

@@ -1,0 +1,222 @@
+"""``wgan``: conditional WGAN-GP with a StyleGAN-like U-Net generator (the study's CT/MRI generator), image from a mask.
+
+Losses as in Ferreira et al. (2025):
+
+- critic: ``D(fake) - D(real) + gp_weight · GP + drift_weight · E[D(real)²]`` (10 and 0.001), GP on interpolates of
+  real and fake images with the condition fixed, in fp32;
+- generator: ``-D(fake) + l1_weight · |fake - real| (volume mean) + tumour_weight · MSE inside the tumour``
+  (tumour = label ``tumour`` for CT, every foreground label otherwise, or ``tumour_classes``);
+- AdamW, lr 2e-4, betas (0.5, 0.999) for both; each step runs ``n_critic`` critic updates (same real batch, fresh
+  z) then one generator update.
+
+Label maps for sampling come from a ``MaskSource``: ``generated`` (default; a stand-alone mask generator trained in
+``prepare``) or ``train`` (the study's way: sample ``i`` of a ``sample`` call uses training mask ``i mod N``).
+
+Sizes: ``channels`` is the width of each U-Net level (the grid halves per level). The default ``(16, 32, 64)`` is a
+CPU-sized 32³ model; ``WGANConfig.preset("study256")`` is the study's 256³ plan (16 → 1024 over 7 levels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from synthrelease.data.case import Case
+from synthrelease.errors import InputError
+from synthrelease.generators.base import Generator, StepLosses
+from synthrelease.generators.config import GeneratorConfig, config_from_dict
+from synthrelease.generators.data import DataSpec, TrainingData, labels_to_onehot
+from synthrelease.generators.mask_source import MASK_SOURCES, MaskSource
+from synthrelease.generators.wgan_nets import CRITIC_NORMS, Critic, StyleUNet, gradient_penalty, level_shapes
+
+__all__ = ["WGANConfig", "WGANGenerator", "gradient_penalty"]
+
+
+@dataclass(frozen=True)
+class WGANConfig(GeneratorConfig):
+    """Settings of the ``wgan`` generator (defaults: a 32³ CPU model; see ``PRESETS`` for the study's 256³ plan)."""
+
+    steps: int = 1000
+    channels: tuple[int, ...] = (16, 32, 64)  # generator width per U-Net level
+    critic_channels: tuple[int, ...] = ()  # critic width per level; () = same as channels
+    critic_norm: str = "layer"  # "layer" | "instance" | "none" (never batch norm with a gradient penalty)
+    z_dim: int = 128
+    w_dim: int = 128
+    mapping_layers: int = 8
+    n_critic: int = 1  # critic updates per generator update
+    lr: float = 2e-4
+    betas: tuple[float, ...] = (0.5, 0.999)
+    weight_decay: float = 0.01  # AdamW
+    gp_weight: float = 10.0
+    drift_weight: float = 0.001
+    l1_weight: float = 100.0
+    tumour_weight: float = 100.0
+    tumour_classes: tuple[int, ...] = ()  # label values; () = "tumour" (CT) or all foreground labels (MRI)
+    mask_source: str = "generated"  # "generated" (stand-alone) | "train" (the study's; ships real masks)
+    mask_generator: str = "mask"  # registered generator that learns the label maps
+    mask: dict[str, Any] = field(default_factory=dict)  # its config
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": {},
+        "study256": {"channels": [16, 32, 64, 128, 256, 512, 1024], "z_dim": 512, "w_dim": 512, "batch_size": 1,
+                     "n_critic": 1, "steps": 100_000, "checkpoint_every": 1000},
+    }
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> WGANConfig:
+        """A named preset (``tiny``: the 32³ default; ``study256``: 16 → 1024 channels for 256³ grids)."""
+        if name not in cls.PRESETS:
+            raise InputError(f"wgan preset {name!r} is unknown", fix=f"use one of {sorted(cls.PRESETS)}")
+        return config_from_dict(cls, {**cls.PRESETS[name], **overrides}, where=f"wgan preset {name}")
+
+    def validate(self) -> None:
+        super().validate()
+        widths = {"channels": self.channels, "critic_channels": self.critic_channels or self.channels}
+        for name, chans in widths.items():
+            if not chans or any(int(c) < 1 for c in chans):
+                raise InputError(f"wgan {name} = {list(chans)} must list one or more positive widths")
+        for name in ("z_dim", "w_dim", "mapping_layers", "n_critic"):
+            if int(getattr(self, name)) < 1:
+                raise InputError(f"wgan {name} = {getattr(self, name)} must be at least 1")
+        if self.critic_norm not in CRITIC_NORMS:
+            raise InputError(f"wgan critic_norm {self.critic_norm!r} is unknown", fix=f"use one of {CRITIC_NORMS}")
+        if not self.lr > 0 or len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise InputError(f"wgan needs lr > 0 and two betas in [0, 1), got lr={self.lr}, betas={self.betas}")
+        for name in ("weight_decay", "gp_weight", "drift_weight", "l1_weight", "tumour_weight"):
+            if float(getattr(self, name)) < 0:
+                raise InputError(f"wgan {name} = {getattr(self, name)} must be non-negative")
+        if self.mask_source not in MASK_SOURCES:
+            raise InputError(f"mask_source {self.mask_source!r} is unknown", fix=f"use one of {list(MASK_SOURCES)}")
+        if any(int(v) < 1 for v in self.tumour_classes):
+            raise InputError(f"wgan tumour_classes {list(self.tumour_classes)} must be foreground label values")
+
+
+class WGANGenerator(Generator):
+    """Conditional WGAN-GP: a StyleGAN-like U-Net draws the image for a label map; a critic scores image + mask."""
+
+    name = "wgan"
+    Config = WGANConfig
+    config: WGANConfig
+
+    def build(self, spec: DataSpec) -> None:
+        cfg = self.config
+        coarsest = level_shapes(spec.shape, len(cfg.channels))[-1]
+        if min(coarsest) < 2:
+            raise InputError(f"wgan channels {list(cfg.channels)} give {len(cfg.channels)} levels, too many for the "
+                             f"grid {spec.shape} (coarsest level {coarsest})", fix="use fewer levels")
+        self.spec_ = spec
+        self._tumour_idx = self._tumour_indices(spec)
+        self._generator = StyleUNet(spec.n_labels, spec.n_channels, cfg.channels, z_dim=cfg.z_dim, w_dim=cfg.w_dim,
+                                    mapping_layers=cfg.mapping_layers)
+        self._critic = Critic(spec.n_channels + spec.n_labels, cfg.critic_channels or cfg.channels, spec.shape,
+                              cfg.critic_norm)
+        betas = (float(cfg.betas[0]), float(cfg.betas[1]))
+        self._opts = {name: torch.optim.AdamW(m.parameters(), lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+                      for name, m in self.modules().items()}
+        self.mask_source_ = MaskSource(cfg.mask_source, generator=cfg.mask_generator, generator_config=cfg.mask,
+                                       seed=cfg.seed)
+        self._offset = 0
+
+    def _tumour_indices(self, spec: DataSpec) -> list[int]:
+        values = list(spec.label_values)
+        chosen = list(self.config.tumour_classes)
+        if not chosen:
+            named = spec.labels.get("tumour")
+            fg = [v for v in values if v != 0]
+            chosen = [named] if (spec.modality.upper() == "CT" and named is not None) else fg
+        unknown = sorted(set(chosen) - set(values))
+        if unknown:
+            raise InputError(f"wgan tumour_classes {unknown} are not labels of the data ({spec.labels})")
+        return [values.index(v) for v in chosen]
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"generator": self._generator, "critic": self._critic}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return dict(self._opts)
+
+    def prepare(self, data: TrainingData) -> None:
+        """Fit the mask source (keep the training masks, or train the mask generator on them)."""
+        self.mask_source_.fit(data, device=self.device)
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"mask_source": self.mask_source_.state()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if "mask_source" in state:
+            self.mask_source_.load_state(state["mask_source"], self.spec_)
+
+    def provenance(self) -> dict[str, Any]:
+        return {"mode": "conditioned", **self.mask_source_.provenance()}
+
+    # -- training ----------------------------------------------------------------------------------------------
+    def _z(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        if generator is None:
+            return torch.randn(n, self.config.z_dim, device=self.device)
+        return torch.randn(n, self.config.z_dim, generator=generator).to(self.device)
+
+    def training_step(self, images: torch.Tensor, classes: torch.Tensor, step: int) -> StepLosses:
+        cfg = self.config
+        cond = labels_to_onehot(classes, self.spec_.n_labels)
+        real, n = images, images.shape[0]
+        gen_plain, critic_plain = self._generator, self._critic
+        out: StepLosses = {}
+        for _ in range(cfg.n_critic):  # critic: WGAN + GP + drift
+            with torch.no_grad(), self.autocast():
+                fake = gen_plain(cond, self._z(n)).float()
+            critic = self.net("critic")
+            with self.autocast():
+                scores = critic(torch.cat([real, fake]), torch.cat([cond, cond])).float()
+            d_real, d_fake = scores[:n], scores[n:]
+            gp = gradient_penalty(critic, real, fake, cond, weight=cfg.gp_weight)
+            drift = cfg.drift_weight * d_real.pow(2).mean()
+            loss_c = d_fake.mean() - d_real.mean() + gp + drift
+            self._opts["critic"].zero_grad(set_to_none=True)
+            loss_c.backward()
+            self._opts["critic"].step()
+            out.update(critic=loss_c.item(), wasserstein=(d_real.mean() - d_fake.mean()).item(), gp=gp.item(),
+                       drift=drift.item())
+        critic_plain.requires_grad_(False)  # generator step: the critic is only scored, never updated
+        try:
+            with self.autocast():
+                fake = self.net("generator")(cond, self._z(n)).float()
+                adv = -critic_plain(fake, cond).float().mean()
+            l1 = (fake - real).abs().mean()
+            tumour = torch.isin(classes, torch.as_tensor(self._tumour_idx, device=classes.device)).unsqueeze(1)
+            inside = tumour.to(fake.dtype).expand_as(fake)
+            mse = ((fake - real).pow(2) * inside).sum() / inside.sum().clamp_min(1.0)
+            loss_g = adv + cfg.l1_weight * l1 + cfg.tumour_weight * mse
+            self._opts["generator"].zero_grad(set_to_none=True)
+            loss_g.backward()
+            self._opts["generator"].step()
+        finally:
+            critic_plain.requires_grad_(True)
+        out.update(generator=loss_g.item(), g_adv=adv.item(), g_l1=l1.item(), g_tumour_mse=mse.item())
+        return out
+
+    # -- sampling ----------------------------------------------------------------------------------------------
+    def sample(self, n: int, seed: int, *, batch: int | None = None, **options: Any) -> list[Case]:
+        """As ``Generator.sample``; with ``mask_source = "train"`` sample ``i`` is conditioned on training mask i."""
+        self._offset = 0
+        try:
+            return super().sample(n, seed, batch=batch, **options)
+        finally:
+            self._offset = 0
+
+    def generate(self, n: int, generator: torch.Generator, **options: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw ``n`` label maps from the mask source, then images for them (z and voxel noise from ``generator``)."""
+        if options:
+            if {"sampler", "steps"} & set(options):
+                raise InputError(f"wgan takes no sampling options, got {sorted(options)}",
+                                 fix="a GAN draws in one pass: it has no sampler and no sampling steps")
+            raise InputError(f"wgan takes no sampling options, got {sorted(options)}")
+        classes = self.mask_source_.draw(n, generator, offset=self._offset).long()
+        self._offset += n
+        cond = labels_to_onehot(classes, self.spec_.n_labels).to(self.device)
+        z = self._z(n, generator)
+        with torch.no_grad(), self.autocast():
+            images = self._generator(cond, z, generator)
+        return images.float().clamp(-1, 1).cpu(), classes.cpu()
