@@ -14,6 +14,9 @@ __all__ = ["available_generators", "create_generator", "get_generator_class"]
 
 _REGISTRY: dict[str, str] = {
     "copycat": "synthrelease.generators.copycat:CopycatGenerator",
+    "ldm": "synthrelease.generators.ldm:LatentDiffusionGenerator",
+    "ddpm": "synthrelease.generators.ddpm:DDPMGenerator",
+    "mask": "synthrelease.generators.mask:MaskDiffusionGenerator",
     "wgan": "synthrelease.generators.wgan:WGANGenerator",
 }
 

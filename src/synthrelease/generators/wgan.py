@@ -24,7 +24,6 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from synthrelease.data.case import Case
 from synthrelease.errors import InputError
 from synthrelease.generators.base import Generator, StepLosses
 from synthrelease.generators.config import GeneratorConfig, config_from_dict
@@ -118,7 +117,6 @@ class WGANGenerator(Generator):
                       for name, m in self.modules().items()}
         self.mask_source_ = MaskSource(cfg.mask_source, generator=cfg.mask_generator, generator_config=cfg.mask,
                                        seed=cfg.seed)
-        self._offset = 0
 
     def _tumour_indices(self, spec: DataSpec) -> list[int]:
         values = list(spec.label_values)
@@ -198,23 +196,18 @@ class WGANGenerator(Generator):
         return out
 
     # -- sampling ----------------------------------------------------------------------------------------------
-    def sample(self, n: int, seed: int, *, batch: int | None = None, **options: Any) -> list[Case]:
-        """As ``Generator.sample``; with ``mask_source = "train"`` sample ``i`` is conditioned on training mask i."""
-        self._offset = 0
-        try:
-            return super().sample(n, seed, batch=batch, **options)
-        finally:
-            self._offset = 0
-
     def generate(self, n: int, generator: torch.Generator, **options: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw ``n`` label maps from the mask source, then images for them (z and voxel noise from ``generator``)."""
+        """Draw ``n`` label maps from the mask source, then images for them (z and voxel noise from ``generator``).
+
+        With ``mask_source = "train"`` sample ``i`` (``self.sample_offset`` + position in the batch) is conditioned
+        on training mask ``i mod N``.
+        """
         if options:
             if {"sampler", "steps"} & set(options):
                 raise InputError(f"wgan takes no sampling options, got {sorted(options)}",
                                  fix="a GAN draws in one pass: it has no sampler and no sampling steps")
             raise InputError(f"wgan takes no sampling options, got {sorted(options)}")
-        classes = self.mask_source_.draw(n, generator, offset=self._offset).long()
-        self._offset += n
+        classes = self.mask_source_.draw(n, generator, offset=self.sample_offset).long()
         cond = labels_to_onehot(classes, self.spec_.n_labels).to(self.device)
         z = self._z(n, generator)
         with torch.no_grad(), self.autocast():
