@@ -1,15 +1,12 @@
-"""``synthrelease demo``: the built-in release run on phantom data (what exists so far, end to end)."""
+"""``synthrelease demo``: the built-in release run on phantom data (every stage that exists, end to end)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from synthrelease_cli.output import Output
-
-MARKER = ".synthrelease-demo"
 
 
 @click.command()
@@ -19,47 +16,36 @@ MARKER = ".synthrelease-demo"
 @click.option("--cases", "n_cases", type=click.IntRange(min=4), default=12, show_default=True)
 @click.option("--shape", type=click.IntRange(min=16, max=256), default=32, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--train-steps", type=click.IntRange(min=0), default=600, show_default=True,
+              help="Latent diffusion training steps (0 skips training and sampling).")
 @click.option("--json", "as_json", is_flag=True, help="Print the demo summary as JSON on stdout.")
 @click.pass_obj
-def demo(out_: Output, modality: str, out: Path, n_cases: int, shape: int, seed: int, as_json: bool) -> None:
-    """Run the built-in demo: phantom patients (DICOM with fake PHI for CT, BraTS for MRI) -> ingest -> summary.
+def demo(out_: Output, modality: str, out: Path, n_cases: int, shape: int, seed: int, train_steps: int,
+         as_json: bool) -> None:
+    """Run the built-in demo: phantom patients with fake PHI -> ingest -> PHI search -> train -> sample.
 
-    The later stages (train, sample, audit, export) join this run as they land.
+    CT phantoms are written as DICOM (+ RTSTRUCT), MRI phantoms in the BraTS layout. Audit, gate and export join
+    this run as they land.
     """
-    from synthrelease.data.ingest import IngestOptions, ingest
-    from synthrelease.data.leakscan import find_strings
-    from synthrelease.data.phantoms.cohort import PLANTED_PHI_FILE, write_phantom_cohort
-    from synthrelease.data.summary import summarize_workspace
-    from synthrelease.errors import InputError
-    from synthrelease.runtime.fs import atomic_directory
+    from synthrelease.demo import run_demo
     from synthrelease_cli.cmd_data import render_summary
 
-    out = out.resolve()
-    if out.exists() and not (out / MARKER).is_file():
-        raise InputError("exists and is not a demo folder", where=out, fix="choose another --out or remove it")
-    fmt = "dicom" if modality == "ct" else "brats"
-    with atomic_directory(out, replace=True) as tmp:
-        (tmp / MARKER).write_text("made by 'synthrelease demo'; safe to delete\n")
-        out_.info(f"[bold]1/3[/bold] writing {n_cases} {modality.upper()} phantom patients ({fmt}, {shape}^3)")
-        src = write_phantom_cohort(tmp / "source", modality=modality, cases=n_cases, shape=shape, seed=seed,
-                                   fmt=fmt)
-        out_.info("[bold]2/3[/bold] ingesting: de-identify, pseudonymize, preprocess, split")
-        with out_.progress() as progress:
-            ws = ingest(src, tmp / "workspace", modality=modality, options=IngestOptions(seed=seed),
-                        progress=progress)
-        out_.info("[bold]3/3[/bold] checking the workspace for planted identifiers")
-        planted = json.loads((src / PLANTED_PHI_FILE).read_text())
-        needles = sorted({s for entry in planted.values() for s in entry["strings"]})
-        leaks = find_strings(tmp / "workspace", needles)
-        summary = summarize_workspace(ws)
-    summary["workspace"] = str(out / "workspace")
-    summary["deidentification"] = {"planted_strings": len(needles), "found_in_workspace": len(leaks)}
+    with out_.progress() as progress:
+        summary = run_demo(out, modality=modality, cases=n_cases, shape=shape, seed=seed, train_steps=train_steps,
+                           info=out_.info, progress=progress)
+    leaks = summary["deidentification"]["found_in_workspace"]
     if as_json:
         out_.result_json(summary)
     else:
         render_summary(summary)
-        verdict = "none found" if not leaks else f"[red]{len(leaks)} FOUND[/red]"
-        click.echo(f"planted identifiers searched in the workspace: {len(needles)}; {verdict}")
-        click.echo(f"demo folder: {out}")
+        verdict = "none found" if not leaks else f"{leaks} FOUND"
+        click.echo(f"planted identifiers searched in the workspace: "
+                   f"{summary['deidentification']['planted_strings']}; {verdict}")
+        if "synthetic" in summary:
+            syn = summary["synthetic"]
+            present = ", ".join(f"{k} in {v}/{syn['n_cases']}" for k, v in syn["cases_with_label"].items())
+            click.echo(f"trained ldm for {summary['training']['steps']} steps in {summary['training']['seconds']} s; "
+                       f"sampled {syn['n_cases']} synthetic cases into {syn['path']} ({present})")
+        click.echo(f"demo folder: {summary['demo_folder']}")
     if leaks:
         raise SystemExit(1)

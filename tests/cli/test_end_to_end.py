@@ -31,10 +31,13 @@ def test_phantoms_then_ingest_as_a_user_would(tmp_path):
 
 
 def test_demo_runs(tmp_path):
-    res = synthrelease("demo", "--out", "D", "--cases", 6, "--shape", 16, "--json", cwd=tmp_path)
+    res = synthrelease("demo", "--out", "D", "--cases", 6, "--shape", 16, "--train-steps", 4, "--json", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["deidentification"]["found_in_workspace"] == 0
     assert summary["deidentification"]["planted_strings"] > 6 * 5
-    res = synthrelease("--quiet", "demo", "--out", "D", "--cases", 6, "--shape", 16, cwd=tmp_path)
+    assert summary["synthetic"]["n_cases"] == 8 and summary["synthetic"]["provenance"]["generator"] == "ldm"
+    assert (tmp_path / "D" / "workspace" / "synthetic" / "demo" / "provenance.json").is_file()
+    res = synthrelease("--quiet", "demo", "--out", "D", "--cases", 6, "--shape", 16, "--train-steps", 0,
+                       cwd=tmp_path)
     assert res.returncode == 0, res.stderr  # a previous demo folder is replaced

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from torch import nn
@@ -154,17 +153,37 @@ class DiffusionGenerator(Generator):
         self.ema_.to(self.device)
 
     def make_scheduler(self, sampler: str) -> DDPMScheduler | DDIMScheduler:
-        """A fresh MONAI scheduler for ``sampler`` with the configured noise schedule."""
+        """A fresh MONAI scheduler for ``sampler`` with the configured noise schedule. The DDIM one takes the
+        epsilon that is consistent with the clipped x0 estimate (``clipped_epsilon``), so it neither clips nor
+        converts predictions itself."""
         cfg = self.config
         betas: dict[str, Any] = {"beta_start": cfg.beta_start, "beta_end": cfg.beta_end}
         if cfg.schedule == "cosine":
             betas = {}
-        klass = DDPMScheduler if sampler == "ddpm" else DDIMScheduler
-        return klass(num_train_timesteps=cfg.num_train_timesteps, schedule=cfg.schedule,
-                     prediction_type=cfg.prediction_type, clip_sample=True, **betas)
+        if sampler == "ddpm":
+            return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, schedule=cfg.schedule,
+                                 prediction_type=cfg.prediction_type, clip_sample=True, **betas)
+        return DDIMScheduler(num_train_timesteps=cfg.num_train_timesteps, schedule=cfg.schedule,
+                             prediction_type="epsilon", clip_sample=False, **betas)
 
-    def denoise_step(self, x0: torch.Tensor, cond: torch.Tensor | None = None) -> StepLosses:
-        """One optimisation step: noise ``x0`` at random timesteps, regress the prediction target, update EMA."""
+    def clipped_epsilon(self, out: torch.Tensor, x: torch.Tensor, t: int) -> torch.Tensor:
+        """The noise implied by the model output ``out`` at ``x``, timestep ``t`` once its x0 is clipped to [-1, 1].
+
+        (MONAI's DDIM step clips x0 but keeps the raw epsilon, which feeds epsilon errors straight into the sample
+        at high noise.)"""
+        a = self.scheduler_.alphas_cumprod[t].to(x)
+        if self.config.prediction_type == "epsilon":
+            x0 = (x - (1 - a).sqrt() * out) / a.sqrt()
+        elif self.config.prediction_type == "sample":
+            x0 = out
+        else:
+            x0 = a.sqrt() * x - (1 - a).sqrt() * out
+        return (x - a.sqrt() * x0.clamp(-1, 1)) / (1 - a).sqrt()
+
+    def denoise_step(self, x0: torch.Tensor, cond: torch.Tensor | None = None,
+                     weights: torch.Tensor | None = None) -> StepLosses:
+        """One optimisation step: noise ``x0`` at random timesteps, regress the prediction target (mean squared error,
+        channels weighted by ``weights`` of mean 1 if given), update EMA."""
         cfg = self.config
         noise = torch.randn_like(x0)
         t = torch.randint(0, cfg.num_train_timesteps, (x0.shape[0],), device=x0.device)
@@ -177,7 +196,8 @@ class DiffusionGenerator(Generator):
             target = self.scheduler_.get_velocity(x0, noise, t)
         with self.autocast():
             pred = self.net("unet")(x_t if cond is None else torch.cat([x_t, cond], 1), timesteps=t)
-        loss = F.mse_loss(pred.float(), target)
+        err = (pred.float() - target) ** 2
+        loss = err.mean() if weights is None else (err.mean((0, 2, 3, 4)) * weights.to(err)).mean()
         self.opt_.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -214,7 +234,8 @@ class DiffusionGenerator(Generator):
             with self.autocast():
                 out = model(inp, timesteps=torch.full((x.shape[0],), t, device=self.device, dtype=torch.long))
             if isinstance(scheduler, DDIMScheduler):
-                x, _ = scheduler.step(out.float(), t, x, eta=float(options.get("eta", 0.0)), generator=gen)
+                eps = self.clipped_epsilon(out.float(), x, t)
+                x, _ = scheduler.step(eps, t, x, eta=float(options.get("eta", 0.0)), generator=gen)
             else:
                 x, _ = scheduler.step(out.float(), t, x, generator=gen)
         return x
@@ -289,13 +310,13 @@ class DDPMGenerator(DiffusionGenerator):
         return self.denoise_step(images, cond=onehot)
 
     def generate(self, n: int, generator: torch.Generator, **options: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """Options: ``sampler``, ``steps``, ``eta``; ``offset`` (mask_source train: first training map to use)."""
-        offset = int(options.pop("offset", 0))
+        """Options: ``sampler``, ``steps``, ``eta``. With ``mask_source = "train"`` sample ``i`` (counting from
+        ``self.sample_offset``) is conditioned on training map ``i``."""
         c, n_labels, grid = self.spec_.n_channels, self.spec_.n_labels, self.spec_.shape
         if self.mask_source_ is None:
             x = self.denoise((n, c + n_labels, *grid), generator, **options)
             return x[:, :c].clamp(-1, 1).cpu(), onehot_to_labels(x[:, c:]).cpu()
-        classes = self.mask_source_.draw(n, generator, offset=offset)
+        classes = self.mask_source_.draw(n, generator, offset=self.sample_offset)
         cond = labels_to_onehot(classes.to(self.device), n_labels)
         x = self.denoise((n, c, *grid), generator, cond, **options)
         return x.clamp(-1, 1).cpu(), classes.cpu()

@@ -57,6 +57,7 @@ class LDMConfig(GeneratorConfig):
     lr_ae: float = 1e-3
     kl_weight: float = 1e-6
     label_weight: float = 1.0  # weight of cross-entropy + Dice on the label channels (L1 on images has weight 1)
+    roi_weight: float = 1.0  # weight of the mean per-foreground-class L1 (keeps tumour and bone intensities)
     adv_weight: float = 0.0  # > 0 adds a patch adversarial loss (PatchDiscriminator, least squares)
     disc_channels: int = 32
     lr_disc: float = 2e-4
@@ -70,6 +71,9 @@ class LDMConfig(GeneratorConfig):
     prediction_type: str = "epsilon"  # or "v_prediction"
     beta_start: float = 0.0015  # scaled-linear schedule of MONAI's latent diffusion tutorials
     beta_end: float = 0.0195
+    latent_norm: str = "global"  # "global": one scale 1/std (MONAI tutorials); "channel": per-channel mean/std
+    latent_target: str = "sample"  # diffusion learns "sample" z = mu + sigma*eps, or the posterior "mean"
+    min_snr_gamma: float = 0.0  # > 0: Min-SNR-gamma loss weighting
 
     def validate(self) -> None:
         super().validate()
@@ -79,8 +83,8 @@ class LDMConfig(GeneratorConfig):
         for name in ("lr_ae", "lr_unet", "lr_disc"):
             if not getattr(self, name) > 0:
                 raise InputError(f"ldm config {name} = {getattr(self, name)} must be positive")
-        if min(self.kl_weight, self.label_weight, self.adv_weight) < 0 or not 0 <= self.ema_decay < 1:
-            raise InputError("ldm needs kl_weight, label_weight, adv_weight >= 0 and 0 <= ema_decay < 1")
+        if min(self.kl_weight, self.label_weight, self.roi_weight, self.adv_weight) < 0 or not 0 <= self.ema_decay < 1:
+            raise InputError("ldm needs kl_weight, label_weight, roi_weight, adv_weight >= 0 and 0 <= ema_decay < 1")
         if len(self.ae_channels) < 2 or not len(self.unet_attention) == len(self.unet_channels) >= 1:
             raise InputError("ldm needs >= 2 ae_channels and one unet_attention flag per unet_channels entry")
         channels = (*self.ae_channels, *self.unet_channels, self.disc_channels)
@@ -133,7 +137,9 @@ class LatentDiffusionGenerator(Generator):
                                             num_layers_d=3, norm="INSTANCE")
             self._opts["disc"] = torch.optim.Adam(self._disc.parameters(), lr=cfg.lr_disc, betas=(0.5, 0.999))
         self._scheduler = self._make_scheduler("ddpm")
-        self.scale_factor_: float | None = None  # set when the diffusion phase starts
+        # latent normalisation, fixed when the diffusion phase starts: z_model = (z - shift) * scale
+        self.latent_shift_: torch.Tensor | None = None
+        self.latent_scale_: torch.Tensor | None = None
         self._latents: tuple[torch.Tensor, torch.Tensor] | None = None  # (mu, sigma) of the training set
 
     def modules(self) -> dict[str, nn.Module]:
@@ -146,11 +152,11 @@ class LatentDiffusionGenerator(Generator):
         return dict(self._opts)
 
     def extra_state(self) -> dict[str, Any]:
-        return {"ema": self._ema.state_dict(), "scale_factor": self.scale_factor_}
+        return {"ema": self._ema.state_dict(), "latent_shift": self.latent_shift_, "latent_scale": self.latent_scale_}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self._ema.load_state_dict(state["ema"])
-        self.scale_factor_ = state["scale_factor"]
+        self.latent_shift_, self.latent_scale_ = state["latent_shift"], state["latent_scale"]
 
     def provenance(self) -> dict[str, Any]:
         return {"mode": "joint", "mask_source": "joint"}
@@ -194,13 +200,17 @@ class LatentDiffusionGenerator(Generator):
         with self.autocast():
             recon, mu, sigma = self.net("ae")(x)
         recon, mu, sigma = recon.float(), mu.float(), sigma.float()
-        l1 = F.l1_loss(recon[:, :c], images)
+        err = (recon[:, :c] - images).abs().mean(dim=1)
+        l1 = err.mean()
+        # tumour and bone are a few percent of the voxels: also fit each foreground class's own mean error
+        rois = [err[classes == k].mean() for k in range(1, self.spec_.n_labels) if bool((classes == k).any())]
+        roi = torch.stack(rois).mean() if rois else err.new_zeros(())
         logits = recon[:, c:]
         label = F.cross_entropy(logits, classes) + DiceLoss(softmax=True, to_onehot_y=True, batch=True)(
             logits, classes[:, None])
         kl = 0.5 * (mu.pow(2) + sigma.pow(2) - torch.log(sigma.pow(2) + 1e-8) - 1).sum(dim=(1, 2, 3, 4)).mean()
-        loss = l1 + cfg.label_weight * label + cfg.kl_weight * kl
-        losses = {"ae_l1": l1.item(), "ae_label": label.item(), "ae_kl": kl.item()}
+        loss = l1 + cfg.roi_weight * roi + cfg.label_weight * label + cfg.kl_weight * kl
+        losses = {"ae_l1": l1.item(), "ae_roi_l1": roi.item(), "ae_label": label.item(), "ae_kl": kl.item()}
         if self._disc is not None:
             fake = torch.cat([recon[:, :c], torch.softmax(logits, dim=1) * 2 - 1], dim=1)
             adv = PatchAdversarialLoss(criterion="least_squares")
@@ -240,24 +250,47 @@ class LatentDiffusionGenerator(Generator):
                 sigmas.append(sigma.float().cpu())
         return torch.cat(mus), torch.cat(sigmas)
 
+    def _normalise(self, z: torch.Tensor) -> torch.Tensor:
+        assert self.latent_shift_ is not None and self.latent_scale_ is not None
+        shape = (1, -1, 1, 1, 1)
+        return (z - self.latent_shift_.to(z.device).view(shape)) * self.latent_scale_.to(z.device).view(shape)
+
+    def _denormalise(self, z: torch.Tensor) -> torch.Tensor:
+        assert self.latent_shift_ is not None and self.latent_scale_ is not None
+        shape = (1, -1, 1, 1, 1)
+        return z / self.latent_scale_.to(z.device).view(shape) + self.latent_shift_.to(z.device).view(shape)
+
     def _diffusion_step(self, batch: int) -> StepLosses:
         if self._latents is None:  # first diffusion step, or resumed in the diffusion phase
             self._ae.requires_grad_(False)
             self._latents = self._encode_training_set()
         mu_all, sigma_all = self._latents
-        if self.scale_factor_ is None:
-            z_all = mu_all + sigma_all * torch.randn_like(sigma_all)
-            self.scale_factor_ = float(1.0 / z_all.std())
+        cfg = self.config
+        on_mean = cfg.latent_target == "mean"
+        if self.latent_scale_ is None:
+            z_all = mu_all if on_mean else mu_all + sigma_all * torch.randn_like(sigma_all)
+            if cfg.latent_norm == "channel":
+                self.latent_shift_ = z_all.mean(dim=(0, 2, 3, 4))
+                self.latent_scale_ = 1.0 / z_all.std(dim=(0, 2, 3, 4))
+            else:
+                self.latent_shift_ = torch.zeros(z_all.shape[1])
+                self.latent_scale_ = (1.0 / z_all.std()).expand(z_all.shape[1]).clone()
         idx = torch.randint(mu_all.shape[0], (batch,))
         mu, sigma = mu_all[idx].to(self.device), sigma_all[idx].to(self.device)
-        z = (mu + sigma * torch.randn_like(sigma)) * self.scale_factor_
+        z = self._normalise(mu if on_mean else mu + sigma * torch.randn_like(sigma))
         noise = torch.randn_like(z)
         t = torch.randint(0, self._scheduler.num_train_timesteps, (batch,), device=self.device)
         noisy = self._scheduler.add_noise(original_samples=z, noise=noise, timesteps=t)
-        target = noise if self.config.prediction_type == "epsilon" else self._scheduler.get_velocity(z, noise, t)
+        target = noise if cfg.prediction_type == "epsilon" else self._scheduler.get_velocity(z, noise, t)
         with self.autocast():
             pred = self.net("unet")(noisy, timesteps=t)
-        loss = F.mse_loss(pred.float(), target)
+        per = (pred.float() - target).pow(2).mean(dim=(1, 2, 3, 4))
+        if cfg.min_snr_gamma > 0:  # Min-SNR-gamma loss weighting (Hang et al. 2023)
+            abar = self._scheduler.alphas_cumprod.to(self.device)[t]
+            snr = abar / (1 - abar)
+            w = snr.clamp(max=cfg.min_snr_gamma) / (snr if cfg.prediction_type == "epsilon" else snr + 1)
+            per = per * w
+        loss = per.mean()
         self._opts["unet"].zero_grad(set_to_none=True)
         loss.backward()
         self._opts["unet"].step()
@@ -276,7 +309,7 @@ class LatentDiffusionGenerator(Generator):
         steps = int(options.get("steps") or (50 if sampler == "ddim" else 1000))
         if not 1 <= steps <= 1000:
             raise InputError(f"ldm cannot sample with {steps} steps", fix="use 1..1000")
-        if self.scale_factor_ is None:
+        if self.latent_scale_ is None:
             raise InputError("ldm model has not reached its diffusion phase", fix="train it to the end")
         unet, dev = self._ema_unet(), self.device
         scheduler = self._make_scheduler(sampler)
@@ -289,6 +322,6 @@ class LatentDiffusionGenerator(Generator):
                 pred = unet(z, timesteps=torch.full((n,), t, device=dev, dtype=torch.long)).float()
             z, _ = scheduler.step(pred, t, z, generator=step_gen, **extra)
         with self.autocast():
-            out = self._ae.decode(z / self.scale_factor_).float()
+            out = self._ae.decode(self._denormalise(z)).float()
         c = self.spec_.n_channels
         return out[:, :c].clamp(-1, 1).cpu(), out[:, c:].argmax(dim=1).cpu()

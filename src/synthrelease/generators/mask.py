@@ -1,11 +1,13 @@
 """``mask``: a stand-alone label-map generator (diffusion over one-hot label channels).
 
 The one-hot map ({-1, 1} per class) is average-pooled by ``factor`` (32^3 -> 16^3 at factor 2) and diffused with the
-same U-Net / EMA / scheduler machinery as ``ddpm``. At sampling time the generated channels are upsampled
-trilinearly to the full grid and turned into classes by an argmax with per-class offsets, calibrated in ``prepare``
-so that the pooled-then-upsampled training maps keep their class volumes (thin structures such as bone vanish under
-a plain argmax). Optionally only the largest connected component of named classes (``largest_component``) is kept;
-removed voxels go to the next most likely class. ``generate`` returns images filled with -1 and the class maps.
+same U-Net / EMA / scheduler machinery as ``ddpm`` (v-prediction by default; each class channel's loss is weighted by
+its inverse voxel share to the power ``class_weighting``, so that small tumours are not ignored). At sampling time the
+generated channels are upsampled trilinearly to the full grid and turned into classes by an argmax with per-class
+offsets, calibrated in ``prepare`` so that pooled-then-upsampled training maps keep their class volumes (a plain
+argmax loses thin bone and small tumours). Optionally only the largest connected component of named classes
+(``largest_component``) is kept; removed voxels go to their next most likely class. ``generate`` returns images
+filled with -1 and the class maps.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from synthrelease.generators.ddpm import DiffusionConfig, DiffusionGenerator
 
 __all__ = ["MaskConfig", "MaskDiffusionGenerator"]
 
-_CALIBRATION_CASES = 16  # training maps used to calibrate the class offsets
-_CALIBRATION_ROUNDS = 30
+_CALIBRATION_CASES = 16  # at most this many training maps calibrate the class offsets ...
+_CALIBRATION_VOXELS = 2**24  # ... and at most about this many voxels
+_CALIBRATION_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,9 @@ class MaskConfig(DiffusionConfig):
     steps: int = 400
     lr: float = 5e-4
     ema_decay: float = 0.995
+    prediction_type: str = "v_prediction"  # epsilon needs far longer training on label maps
     factor: int = 2  # the model works on the grid divided by this (1 = full grid)
+    class_weighting: float = 0.5  # loss weight of class k's channel ~ (1 / voxel share of k) ** this (0: equal)
     calibrate: bool = True  # per-class argmax offsets that preserve class volumes after upsampling
     largest_component: tuple[str, ...] = ("tumour",)  # label names kept as one component (absent names: ignored)
 
@@ -44,6 +49,8 @@ class MaskConfig(DiffusionConfig):
         super().validate()
         if self.factor < 1:
             raise InputError(f"config factor = {self.factor} must be at least 1")
+        if self.class_weighting < 0:
+            raise InputError(f"config class_weighting = {self.class_weighting} must be non-negative")
         if not all(isinstance(name, str) for name in self.largest_component):
             raise InputError("config largest_component must be a list of label names")
 
@@ -65,13 +72,14 @@ class MaskDiffusionGenerator(DiffusionGenerator):
     def build(self, spec: DataSpec) -> None:
         super().build(spec)
         self.offsets_ = torch.zeros(spec.n_labels)
+        self.weights_ = torch.ones(spec.n_labels)
 
     def extra_state(self) -> dict[str, Any]:
-        return {**super().extra_state(), "offsets": self.offsets_}
+        return {**super().extra_state(), "offsets": self.offsets_, "weights": self.weights_}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         super().load_extra_state(state)
-        self.offsets_ = state["offsets"].float().cpu()
+        self.offsets_, self.weights_ = state["offsets"].float().cpu(), state["weights"].float().cpu()
 
     def encode(self, classes: torch.Tensor) -> torch.Tensor:
         """Class maps (B, Z, Y, X) -> pooled one-hot channels (B, L, Z/f, Y/f, X/f) in [-1, 1]."""
@@ -85,23 +93,30 @@ class MaskDiffusionGenerator(DiffusionGenerator):
         return up + self.offsets_.to(up).view(1, -1, 1, 1, 1)
 
     def prepare(self, data: TrainingData) -> None:
-        """Calibrate the offsets so that encode -> upsample -> argmax keeps each class's share of voxels."""
+        """Class loss weights from the voxel shares; offsets so that encode -> upsample -> argmax keeps them."""
+        n_labels = self.spec_.n_labels
+        share = torch.bincount(data.classes.flatten(), minlength=n_labels).double().clamp_min(1)
+        weights = (share.sum() / share) ** self.config.class_weighting
+        self.weights_ = (weights / weights.mean()).float()
         if not self.config.calibrate or self.config.factor == 1:
             return
-        n_labels = self.spec_.n_labels
-        classes = data.classes[:_CALIBRATION_CASES]
-        target = torch.bincount(classes.flatten(), minlength=n_labels).double()
-        pooled = [self.encode(classes[i : i + 4].to(self.device)) for i in range(0, len(classes), 4)]
-        present = target[1:] > 0
-        for _ in range(_CALIBRATION_ROUNDS):
-            counts = torch.zeros(n_labels, dtype=torch.float64)
-            for chunk in pooled:
-                counts += torch.bincount(self.upsample(chunk).argmax(1).flatten(), minlength=n_labels).double().cpu()
-            step = 0.5 * (target[1:].clamp_min(1).log() - counts[1:].clamp_min(1).log())
-            self.offsets_[1:] += torch.where(present, step, torch.zeros_like(step)).float()
+        cases = max(1, min(_CALIBRATION_CASES, _CALIBRATION_VOXELS // int(np.prod(self.spec_.shape))))
+        classes = data.classes[:cases].to(self.device)
+        target = torch.bincount(classes.flatten(), minlength=n_labels)
+        with torch.no_grad():
+            scores = self.upsample(self.encode(classes))  # offsets still 0
+        for _ in range(_CALIBRATION_ROUNDS):  # per class, the offset that gives it its share: a quantile
+            for k in range(1, n_labels):
+                if int(target[k]) == 0:
+                    continue
+                others = scores + self.offsets_.to(scores).view(1, -1, 1, 1, 1)
+                others[:, k] = -torch.inf
+                margin = (scores[:, k] - others.max(1).values).flatten()
+                kth = torch.topk(margin, int(target[k])).values[-1]
+                self.offsets_[k] = 1e-6 - float(kth)
 
     def training_step(self, images: torch.Tensor, classes: torch.Tensor, step: int) -> StepLosses:
-        return self.denoise_step(self.encode(classes))
+        return self.denoise_step(self.encode(classes), weights=self.weights_)
 
     def generate(self, n: int, generator: torch.Generator, **options: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` label maps (options: ``sampler``, ``steps``, ``eta``); images are all -1."""

@@ -18,7 +18,6 @@ import numpy as np
 from scipy import ndimage
 
 from synthrelease import __version__
-from synthrelease.data.case import Case
 from synthrelease.data.nnunet import dataset_json, write_nnunet_case
 from synthrelease.data.preprocess import from_model_range
 from synthrelease.data.workspace import Workspace
