@@ -57,10 +57,10 @@ def test_registered_with_joint_provenance(trained: tuple[LatentDiffusionGenerato
 
 def test_both_phases_lower_their_loss(trained: tuple[LatentDiffusionGenerator, list[dict[str, float]]]) -> None:
     gen, log = trained
-    ae = [s["ae_l1"] + s["ae_label"] for s in log[: TINY["ae_steps"]]]
+    ae = [s["ae_l1"] + s["ae_roi_l1"] + s["ae_label"] for s in log[: TINY["ae_steps"]]]
     dm = [s["diffusion_mse"] for s in log[TINY["ae_steps"] :]]
     assert len(ae) == TINY["ae_steps"] and len(dm) == TINY["steps"] - TINY["ae_steps"]
-    assert np.mean(ae[-3:]) < 0.8 * np.mean(ae[:3])
+    assert np.mean(ae[-3:]) < 0.85 * np.mean(ae[:3])
     assert np.mean(dm[-4:]) < np.mean(dm[:4])
     assert gen.scale_factor_ is not None and gen.scale_factor_ > 0
 
@@ -116,7 +116,7 @@ def test_resume_equals_uninterrupted_run(tiny_data: TrainingData, tmp_path: Path
     shutil.copy(tmp_path / "full" / "checkpoints" / "step_0000003.pt", tmp_path / "ae" / "checkpoints" / "latest.pt")
     from_ae = create_generator("ldm", cfg).fit(tiny_data, run_dir=tmp_path / "ae", resume=True)
     # a shorter run that ends in the diffusion phase, continued by a new instance with more steps
-    create_generator("ldm", {**cfg, "steps": 5}).fit(tiny_data, run_dir=tmp_path / "half")
+    create_generator("ldm", {**cfg, "steps": 6}).fit(tiny_data, run_dir=tmp_path / "half")
     from_dm = create_generator("ldm", cfg).fit(tiny_data, run_dir=tmp_path / "half", resume=True)
     expected = _weights(full)
     for resumed in (from_ae, from_dm):
@@ -131,7 +131,7 @@ def test_resume_equals_uninterrupted_run(tiny_data: TrainingData, tmp_path: Path
 @pytest.mark.parametrize("changes", [
     {"ae_steps": 24}, {"ae_steps": 30}, {"ae_steps": 0}, {"lr_ae": -1e-4}, {"lr_unet": 0.0}, {"kl_weight": -1.0},
     {"ema_decay": 1.0}, {"norm_groups": 5}, {"unet_attention": [False]}, {"ae_channels": [8]},
-    {"prediction_type": "sample"}, {"head_channels": 12},
+    {"prediction_type": "sample"}, {"head_channels": 12}, {"lr_min_ratio": 0.0},
 ])
 def test_bad_config_is_input_error(changes: dict[str, Any]) -> None:
     with pytest.raises(InputError):
@@ -144,3 +144,14 @@ def test_default_config_is_valid_and_grid_must_divide(tiny_data: TrainingData) -
                                    "unet_attention": [False, False, True]})
     with pytest.raises(InputError):
         gen.fit(tiny_data)  # 16^3 / 8 = 2^3 latent cannot be halved twice
+
+
+def test_adversarial_option_trains_a_discriminator(tiny_data: TrainingData, tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    log: list[dict[str, float]] = []
+    gen = create_generator("ldm", {**TINY, "steps": 4, "ae_steps": 2, "adv_weight": 0.1, "disc_channels": 8})
+    gen.fit(tiny_data, progress=lambda done, total, losses: log.append(losses))
+    assert "disc" in gen.modules() and "disc" in gen.optimizers()
+    assert np.isfinite([log[0]["ae_adv"], log[0]["disc"]]).all()
+    loaded = Generator.load(gen.save(tmp_path / "adv.pt"))
+    np.testing.assert_array_equal(gen.sample(1, seed=0, steps=3)[0].image, loaded.sample(1, seed=0, steps=3)[0].image)

@@ -16,6 +16,7 @@ U-Net step on a CPU) and its sampler takes no ``torch.Generator``; the loop here
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -43,18 +44,19 @@ SAMPLERS = ("ddim", "ddpm")
 class LDMConfig(GeneratorConfig):
     """Defaults: the tiny CPU model for a 32^3 grid (about 15 minutes on one CPU thread)."""
 
-    steps: int = 2800  # autoencoder steps + diffusion steps
+    steps: int = 2400  # autoencoder steps + diffusion steps
     batch_size: int = 4
     checkpoint_every: int = 500
     ae_steps: int = 400  # the first ae_steps steps train the autoencoder, the rest the diffusion U-Net
     flip: bool = True  # random left-right flips (x axis) as augmentation
     # autoencoder
-    ae_channels: tuple[int, ...] = (16, 32, 64)  # one level per entry; each level after the first halves the grid
+    ae_channels: tuple[int, ...] = (16, 32)  # one level per entry; each level after the first halves the grid
     ae_res_blocks: int = 1
     ae_attention: bool = False  # self-attention at the lowest autoencoder level
     latent_channels: int = 4
     norm_groups: int = 8  # GroupNorm groups; must divide every channel count
     lr_ae: float = 1e-3
+    lr_min_ratio: float = 0.1  # the autoencoder's learning rate decays (cosine) to this fraction of lr_ae
     kl_weight: float = 1e-6
     label_weight: float = 1.0  # weight of cross-entropy + Dice on the label channels (L1 on images has weight 1)
     roi_weight: float = 1.0  # weight of the mean per-foreground-class L1 (keeps tumour and bone intensities)
@@ -62,7 +64,7 @@ class LDMConfig(GeneratorConfig):
     disc_channels: int = 32
     lr_disc: float = 2e-4
     # diffusion
-    unet_channels: tuple[int, ...] = (32, 64, 64)
+    unet_channels: tuple[int, ...] = (16, 32, 64)
     unet_attention: tuple[bool, ...] = (False, False, True)
     unet_res_blocks: int = 1
     head_channels: int = 32
@@ -71,9 +73,6 @@ class LDMConfig(GeneratorConfig):
     prediction_type: str = "epsilon"  # or "v_prediction"
     beta_start: float = 0.0015  # scaled-linear schedule of MONAI's latent diffusion tutorials
     beta_end: float = 0.0195
-    latent_norm: str = "global"  # "global": one scale 1/std (MONAI tutorials); "channel": per-channel mean/std
-    latent_target: str = "sample"  # diffusion learns "sample" z = mu + sigma*eps, or the posterior "mean"
-    min_snr_gamma: float = 0.0  # > 0: Min-SNR-gamma loss weighting
 
     def validate(self) -> None:
         super().validate()
@@ -83,8 +82,10 @@ class LDMConfig(GeneratorConfig):
         for name in ("lr_ae", "lr_unet", "lr_disc"):
             if not getattr(self, name) > 0:
                 raise InputError(f"ldm config {name} = {getattr(self, name)} must be positive")
-        if min(self.kl_weight, self.label_weight, self.roi_weight, self.adv_weight) < 0 or not 0 <= self.ema_decay < 1:
-            raise InputError("ldm needs kl_weight, label_weight, roi_weight, adv_weight >= 0 and 0 <= ema_decay < 1")
+        if min(self.kl_weight, self.label_weight, self.roi_weight, self.adv_weight) < 0 or not (
+                0 <= self.ema_decay < 1 and 0 < self.lr_min_ratio <= 1):
+            raise InputError("ldm needs kl_weight, label_weight, roi_weight, adv_weight >= 0, 0 <= ema_decay < 1 "
+                             "and 0 < lr_min_ratio <= 1")
         if len(self.ae_channels) < 2 or not len(self.unet_attention) == len(self.unet_channels) >= 1:
             raise InputError("ldm needs >= 2 ae_channels and one unet_attention flag per unet_channels entry")
         channels = (*self.ae_channels, *self.unet_channels, self.disc_channels)
@@ -137,9 +138,7 @@ class LatentDiffusionGenerator(Generator):
                                             num_layers_d=3, norm="INSTANCE")
             self._opts["disc"] = torch.optim.Adam(self._disc.parameters(), lr=cfg.lr_disc, betas=(0.5, 0.999))
         self._scheduler = self._make_scheduler("ddpm")
-        # latent normalisation, fixed when the diffusion phase starts: z_model = (z - shift) * scale
-        self.latent_shift_: torch.Tensor | None = None
-        self.latent_scale_: torch.Tensor | None = None
+        self.scale_factor_: float | None = None  # 1 / std of the latents, fixed when the diffusion phase starts
         self._latents: tuple[torch.Tensor, torch.Tensor] | None = None  # (mu, sigma) of the training set
 
     def modules(self) -> dict[str, nn.Module]:
@@ -152,11 +151,11 @@ class LatentDiffusionGenerator(Generator):
         return dict(self._opts)
 
     def extra_state(self) -> dict[str, Any]:
-        return {"ema": self._ema.state_dict(), "latent_shift": self.latent_shift_, "latent_scale": self.latent_scale_}
+        return {"ema": self._ema.state_dict(), "scale_factor": self.scale_factor_}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self._ema.load_state_dict(state["ema"])
-        self.latent_shift_, self.latent_scale_ = state["latent_shift"], state["latent_scale"]
+        self.scale_factor_ = state["scale_factor"]
 
     def provenance(self) -> dict[str, Any]:
         return {"mode": "joint", "mask_source": "joint"}
@@ -168,7 +167,7 @@ class LatentDiffusionGenerator(Generator):
                     beta_end=cfg.beta_end, clip_sample=False, prediction_type=cfg.prediction_type)
 
     def _ema_unet(self) -> nn.Module:
-        self._ema.to(self.device)
+        self._ema.to(self.device).eval()
         return self._ema.module
 
     # -- training ----------------------------------------------------------------------------------------------
@@ -183,9 +182,13 @@ class LatentDiffusionGenerator(Generator):
             self._latents = None
 
     def training_step(self, images: torch.Tensor, classes: torch.Tensor, step: int) -> StepLosses:
-        if step < self.config.ae_steps:
+        cfg = self.config
+        if step < cfg.ae_steps:  # cosine decay, a function of the step (nothing to checkpoint)
+            cosine = 0.5 * (1 + math.cos(math.pi * step / max(cfg.ae_steps - 1, 1)))
+            for group in self._opts["ae"].param_groups:
+                group["lr"] = cfg.lr_ae * (cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * cosine)
             return self._autoencoder_step(images, classes)
-        return self._diffusion_step(images.shape[0])
+        return self._diffusion_step(images.shape[0])  # constant rate + EMA: more steps extend a run exactly
 
     def _inputs(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         return torch.cat([images, labels_to_onehot(classes, self.spec_.n_labels)], dim=1)
@@ -222,10 +225,10 @@ class LatentDiffusionGenerator(Generator):
         loss.backward()
         self._opts["ae"].step()
         if self._disc is not None:
-            with self.autocast():
-                d_fake = adv(self.net("disc")(fake.detach())[-1].float(), target_is_real=False, for_discriminator=True)
-                d_real = adv(self.net("disc")(x)[-1].float(), target_is_real=True, for_discriminator=True)
-            d_loss = 0.5 * (d_fake + d_real)
+            with self.autocast():  # one forward over fake and real (instance norm keeps the samples apart)
+                d_fake, d_real = self.net("disc")(torch.cat([fake.detach(), x]))[-1].float().chunk(2)
+            d_loss = 0.5 * (adv(d_fake, target_is_real=False, for_discriminator=True)
+                            + adv(d_real, target_is_real=True, for_discriminator=True))
             self._opts["disc"].zero_grad(set_to_none=True)
             d_loss.backward()
             self._opts["disc"].step()
@@ -250,47 +253,24 @@ class LatentDiffusionGenerator(Generator):
                 sigmas.append(sigma.float().cpu())
         return torch.cat(mus), torch.cat(sigmas)
 
-    def _normalise(self, z: torch.Tensor) -> torch.Tensor:
-        assert self.latent_shift_ is not None and self.latent_scale_ is not None
-        shape = (1, -1, 1, 1, 1)
-        return (z - self.latent_shift_.to(z.device).view(shape)) * self.latent_scale_.to(z.device).view(shape)
-
-    def _denormalise(self, z: torch.Tensor) -> torch.Tensor:
-        assert self.latent_shift_ is not None and self.latent_scale_ is not None
-        shape = (1, -1, 1, 1, 1)
-        return z / self.latent_scale_.to(z.device).view(shape) + self.latent_shift_.to(z.device).view(shape)
-
     def _diffusion_step(self, batch: int) -> StepLosses:
         if self._latents is None:  # first diffusion step, or resumed in the diffusion phase
             self._ae.requires_grad_(False)
             self._latents = self._encode_training_set()
         mu_all, sigma_all = self._latents
         cfg = self.config
-        on_mean = cfg.latent_target == "mean"
-        if self.latent_scale_ is None:
-            z_all = mu_all if on_mean else mu_all + sigma_all * torch.randn_like(sigma_all)
-            if cfg.latent_norm == "channel":
-                self.latent_shift_ = z_all.mean(dim=(0, 2, 3, 4))
-                self.latent_scale_ = 1.0 / z_all.std(dim=(0, 2, 3, 4))
-            else:
-                self.latent_shift_ = torch.zeros(z_all.shape[1])
-                self.latent_scale_ = (1.0 / z_all.std()).expand(z_all.shape[1]).clone()
+        if self.scale_factor_ is None:
+            self.scale_factor_ = float(1.0 / (mu_all + sigma_all * torch.randn_like(sigma_all)).std())
         idx = torch.randint(mu_all.shape[0], (batch,))
         mu, sigma = mu_all[idx].to(self.device), sigma_all[idx].to(self.device)
-        z = self._normalise(mu if on_mean else mu + sigma * torch.randn_like(sigma))
+        z = (mu + sigma * torch.randn_like(sigma)) * self.scale_factor_
         noise = torch.randn_like(z)
         t = torch.randint(0, self._scheduler.num_train_timesteps, (batch,), device=self.device)
         noisy = self._scheduler.add_noise(original_samples=z, noise=noise, timesteps=t)
         target = noise if cfg.prediction_type == "epsilon" else self._scheduler.get_velocity(z, noise, t)
         with self.autocast():
             pred = self.net("unet")(noisy, timesteps=t)
-        per = (pred.float() - target).pow(2).mean(dim=(1, 2, 3, 4))
-        if cfg.min_snr_gamma > 0:  # Min-SNR-gamma loss weighting (Hang et al. 2023)
-            abar = self._scheduler.alphas_cumprod.to(self.device)[t]
-            snr = abar / (1 - abar)
-            w = snr.clamp(max=cfg.min_snr_gamma) / (snr if cfg.prediction_type == "epsilon" else snr + 1)
-            per = per * w
-        loss = per.mean()
+        loss = F.mse_loss(pred.float(), target)
         self._opts["unet"].zero_grad(set_to_none=True)
         loss.backward()
         self._opts["unet"].step()
@@ -306,10 +286,11 @@ class LatentDiffusionGenerator(Generator):
         if unknown or sampler not in SAMPLERS:
             raise InputError(f"ldm sampling options {sorted(options)} are not understood",
                              fix=f"use sampler in {list(SAMPLERS)}, steps (1..1000) and eta (DDIM)")
-        steps = int(options.get("steps") or (50 if sampler == "ddim" else 1000))
+        steps = options.get("steps")
+        steps = int(steps) if steps is not None else (50 if sampler == "ddim" else 1000)
         if not 1 <= steps <= 1000:
             raise InputError(f"ldm cannot sample with {steps} steps", fix="use 1..1000")
-        if self.latent_scale_ is None:
+        if self.scale_factor_ is None:
             raise InputError("ldm model has not reached its diffusion phase", fix="train it to the end")
         unet, dev = self._ema_unet(), self.device
         scheduler = self._make_scheduler(sampler)
@@ -322,6 +303,6 @@ class LatentDiffusionGenerator(Generator):
                 pred = unet(z, timesteps=torch.full((n,), t, device=dev, dtype=torch.long)).float()
             z, _ = scheduler.step(pred, t, z, generator=step_gen, **extra)
         with self.autocast():
-            out = self._ae.decode(self._denormalise(z)).float()
+            out = self._ae.decode(z / self.scale_factor_).float()
         c = self.spec_.n_channels
         return out[:, :c].clamp(-1, 1).cpu(), out[:, c:].argmax(dim=1).cpu()
