@@ -10,8 +10,6 @@ import pytest
 import torch
 
 from synthrelease.data.cohort import Cohort
-from synthrelease.data.phantoms import make_ct_phantom
-from synthrelease.data.preprocess import PreprocessConfig, preprocess_case
 from synthrelease.errors import InputError
 from synthrelease.generators import create_generator
 from synthrelease.generators.base import Generator
@@ -21,21 +19,6 @@ TINY: dict[str, Any] = {"channels": [8, 16], "attention_levels": [False, False],
                         "num_train_timesteps": 20, "sample_steps": 4, "steps": 4, "batch_size": 2, "seed": 3}
 MASK = {k: TINY[k] for k in ("channels", "attention_levels", "norm_num_groups", "num_train_timesteps")}
 MASK = {**MASK, "steps": 3, "sample_steps": 3}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def cohort() -> Cohort:
-    """Six 16^3 CT phantoms in model range (labels background / tumour / bone)."""
-    cfg = PreprocessConfig.for_modality("ct", spacing=(15.0, 15.0, 15.0), shape=(16, 16, 16))
-    return Cohort.from_cases([preprocess_case(make_ct_phantom(i, shape=16, seed=0), cfg)[0] for i in range(6)])
 
 
 @pytest.fixture(scope="module")
