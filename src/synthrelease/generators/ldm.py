@@ -134,8 +134,9 @@ class LatentDiffusionGenerator(Generator):
             "unet": torch.optim.AdamW(self._unet.parameters(), lr=cfg.lr_unet)}
         self._disc: nn.Module | None = None
         if cfg.adv_weight > 0:
+            layers = max(1, min(3, int(math.log2(min(spec.shape))) - 2))  # instance norm needs > 1 voxel left
             self._disc = PatchDiscriminator(spatial_dims=3, channels=cfg.disc_channels, in_channels=self._n_in,
-                                            num_layers_d=3, norm="INSTANCE")
+                                            num_layers_d=layers, norm="INSTANCE")
             self._opts["disc"] = torch.optim.Adam(self._disc.parameters(), lr=cfg.lr_disc, betas=(0.5, 0.999))
         self._scheduler = self._make_scheduler("ddpm")
         self.scale_factor_: float | None = None  # 1 / std of the latents, fixed when the diffusion phase starts
