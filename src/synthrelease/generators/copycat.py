@@ -1,6 +1,7 @@
 """``copycat``: a NEGATIVE CONTROL that returns perturbed training cases. For testing audits only.
 
-Each sample is a training case, flipped left-right at random, shifted by up to ``max_shift`` voxels, its intensity
+Each sample is a training case, flipped left-right at random, shifted by up to ``max_shift`` voxels (air enters
+the view, nothing wraps around), its intensity
 scaled by up to ``±intensity_jitter`` and given Gaussian noise. A working privacy audit must flag these sets; the
 provenance of every set marks ``negative_control = true`` and export refuses them.
 """
@@ -19,6 +20,17 @@ from synthrelease.generators.config import GeneratorConfig
 from synthrelease.generators.data import DataSpec, TrainingData
 
 __all__ = ["CopycatConfig", "CopycatGenerator"]
+
+
+def _shift(x: torch.Tensor, shifts: list[int], fill: float) -> torch.Tensor:
+    """``(C, Z, Y, X)`` moved by whole voxels; what enters the view is ``fill`` (air, background), nothing wraps."""
+    out = torch.full_like(x, fill)
+    src, dst = [slice(None)], [slice(None)]
+    for s, n in zip(shifts, x.shape[1:], strict=True):
+        src.append(slice(max(0, -s), n - max(0, s)))
+        dst.append(slice(max(0, s), n - max(0, -s)))
+    out[tuple(dst)] = x[tuple(src)]
+    return out
 
 
 @dataclass(frozen=True)
@@ -77,7 +89,7 @@ class CopycatGenerator(Generator):
                 img, lab = img.flip(-1), lab.flip(-1)
             if cfg.max_shift:
                 shifts = [int(s) for s in torch.randint(-cfg.max_shift, cfg.max_shift + 1, (3,), generator=generator)]
-                img, lab = img.roll(shifts, dims=(1, 2, 3)), lab.roll(shifts, dims=(0, 1, 2))
+                img, lab = _shift(img, shifts, -1.0), _shift(lab[None], shifts, 0)[0]
             scale = 1 + (torch.rand(1, generator=generator).item() * 2 - 1) * cfg.intensity_jitter
             img = (img + 1) * scale - 1 + torch.randn(img.shape, generator=generator) * cfg.noise_std
             images.append(img.clamp(-1, 1))

@@ -1,0 +1,91 @@
+"""``synthrelease audit``: run the checks over a synthetic set and write its report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from synthrelease_cli.output import Output
+
+
+def _render(out_: Output, report: dict[str, Any], path: Path) -> None:
+    if out_.quiet:
+        return
+    from rich.table import Table
+
+    table = Table(title=f"audit of {report['synthetic_set']['name']}", show_lines=False)
+    for col in ("check", "status", "metric", "value", "95% CI"):
+        table.add_column(col)
+    for name, check in report["checks"].items():
+        if check["status"] != "ok":
+            table.add_row(name, check["status"], check.get("reason", ""), "", "")
+            continue
+        for i, (metric, m) in enumerate(check["metrics"].items()):
+            ci = m.get("ci95")
+            table.add_row(name if i == 0 else "", "ok" if i == 0 else "", metric, f"{m['value']:.4g}",
+                          f"[{ci[0]:.3g}, {ci[1]:.3g}]" if ci else "")
+    out_.console.print(table)
+    out_.info(f"report: {path / 'report.json'}")
+
+
+@click.command()
+@click.argument("workspace", type=click.Path(path_type=Path), required=False)
+@click.option("--synthetic", required=True, help="Set name under WS/synthetic/, or an nnU-Net raw folder.")
+@click.option("--train", "train_dir", type=click.Path(path_type=Path), default=None,
+              help="Without a workspace: the generator's training cases (nnU-Net raw folder).")
+@click.option("--holdout", "holdout_dir", type=click.Path(path_type=Path), default=None,
+              help="Without a workspace: real cases the generator never saw (nnU-Net raw folder).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Without a workspace: the audit folder to write (keep it private: it holds real-data figures).")
+@click.option("--only", multiple=True, help="Families or checks to run (privacy, privacy.mia, ...); repeatable.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of every random choice (subsamples, bootstrap, embedding training).")
+@click.option("--identifiers", "identifiers_file", type=click.Path(path_type=Path), default=None,
+              help="Text file, one real-cohort identifier per line, that must not appear in the set.")
+@click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
+@click.pass_obj
+def audit(out_: Output, workspace: Path | None, synthetic: str, train_dir: Path | None, holdout_dir: Path | None,
+          out_dir: Path | None, only: tuple[str, ...], seed: int, identifiers_file: Path | None,
+          as_json: bool) -> None:
+    """Audit a synthetic set: privacy checks now (fidelity and utility join them), metrics into report.json.
+
+    \b
+    With a workspace:   synthrelease audit WS --synthetic SET            -> WS/audits/SET/report.json
+    Without:            synthrelease audit --train DIR --holdout DIR --synthetic DIR --out DIR
+    """
+    from synthrelease.checks.audit import audit_directories, audit_workspace
+    from synthrelease.checks.registry import select_checks
+    from synthrelease.data.workspace import Workspace
+    from synthrelease.errors import InputError
+
+    free = (train_dir, holdout_dir, out_dir)
+    if workspace is None and None in free:
+        raise InputError("audit needs a workspace, or --train, --holdout and --out (and --synthetic) without one",
+                         fix="see 'synthrelease audit --help'")
+    if workspace is not None and any(p is not None for p in free):
+        raise InputError("give either a workspace or --train/--holdout/--out, not both")
+    select_checks(only)  # unknown --only fails before any work
+    extra: list[str] = []
+    if identifiers_file is not None:
+        try:
+            extra = [ln.strip() for ln in identifiers_file.read_text().splitlines() if ln.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"cannot read the identifiers file ({exc})", where=identifiers_file) from None
+    with out_.progress() as progress:
+        if workspace is not None:
+            outcome = audit_workspace(Workspace(workspace), synthetic, only=only, seed=seed, extra_identifiers=extra,
+                                      progress=progress)
+        else:
+            assert train_dir and holdout_dir and out_dir
+            outcome = audit_directories(train_dir, holdout_dir, Path(synthetic), out_dir, only=only, seed=seed,
+                                        extra_identifiers=extra, progress=progress)
+    _render(out_, outcome.report, outcome.path)
+    errors = outcome.report["summary"]["error"]
+    if errors:
+        out_.info(f"[yellow]checks that failed to run: {', '.join(errors)} (see report.json)[/yellow]")
+    if as_json:
+        out_.result_json(outcome.report)
+    else:
+        click.echo(str(outcome.path / "report.json"))

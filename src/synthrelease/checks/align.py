@@ -1,0 +1,99 @@
+"""The small alignment search of the memorization checks: left-right flips, voxel shifts and small rotations.
+
+Each transform is an affine matrix for ``torch.nn.functional.affine_grid`` (normalized coordinates, x = the last
+array axis, the patient's left-right axis after preprocessing). Transform 0 is the identity. Integer shifts and
+the flip land exactly on voxel centres (``align_corners=False``), so a flipped or shifted copy is found exactly.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["Alignment"]
+
+
+def _rotation(axis: int, degrees: float) -> torch.Tensor:
+    c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    i, j = [a for a in range(3) if a != axis]
+    r = torch.eye(3, dtype=torch.float64)
+    r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
+    return r
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Transforms searched: {identity, flip} x ({shifts of -shift..shift voxels per axis} + {rotations})."""
+
+    flip: bool = True
+    shift: int = 2
+    rotations_deg: tuple[float, ...] = (5.0,)
+
+    def _plan(self, shape: tuple[int, ...]) -> list[tuple[str, torch.Tensor]]:
+        plan: list[tuple[str, torch.Tensor]] = []
+        z, y, x = shape[-3:]
+        step = torch.tensor([2.0 / x, 2.0 / y, 2.0 / z], dtype=torch.float64)  # one voxel, normalized (x, y, z)
+        rng = range(-self.shift, self.shift + 1)
+        shifts = sorted(itertools.product(rng, rng, rng), key=lambda v: (sum(map(abs, v)), v))
+        for flipped in (False, True) if self.flip else (False,):
+            lin = torch.diag(torch.tensor([-1.0 if flipped else 1.0, 1.0, 1.0], dtype=torch.float64))
+            prefix = "flip" if flipped else ""
+            for v in shifts:
+                m = torch.zeros(3, 4, dtype=torch.float64)
+                m[:, :3] = lin
+                m[:, 3] = torch.tensor(v, dtype=torch.float64) * step
+                name = f"shift xyz {v}" if any(v) else "identity"
+                plan.append((f"{prefix} + {name}" if prefix else name, m))
+            for deg in self.rotations_deg:
+                for axis in range(3):
+                    for sign in (-1.0, 1.0):
+                        m = torch.zeros(3, 4, dtype=torch.float64)
+                        m[:, :3] = _rotation(axis, sign * deg) @ lin
+                        name = f"rotate {sign * deg:+g} deg about {'xyz'[axis]}"
+                        plan.append((f"{prefix} + {name}" if prefix else name, m))
+        return plan
+
+    def thetas(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """``(T, 3, 4)`` affine matrices for a grid of ``shape`` (``(..., Z, Y, X)``); index 0 is the identity."""
+        return torch.stack([m for _, m in self._plan(tuple(shape))]).float()
+
+    def n_transforms(self) -> int:
+        return ((2 * self.shift + 1) ** 3 + 6 * len(self.rotations_deg)) * (2 if self.flip else 1)
+
+    def describe(self, index: int) -> str:
+        return self._plan((8, 8, 8))[index][0]
+
+    def apply(self, volumes: torch.Tensor) -> torch.Tensor:
+        """``(B, C, Z, Y, X)`` -> ``(B, T, C, Z, Y, X)``: every transform of every volume."""
+        thetas = self.thetas(tuple(volumes.shape[2:])).to(volumes.device, volumes.dtype)
+        return self.apply_thetas(volumes, thetas)
+
+    def apply_one(self, volume: torch.Tensor, index: int, *, grid: tuple[int, ...]) -> torch.Tensor:
+        """Transform ``index`` of one ``(C, Z, Y, X)`` volume, shifts in voxels of a grid of shape ``grid``."""
+        theta = self.thetas(grid)[index : index + 1].to(volume.device, volume.dtype)
+        return self.apply_thetas(volume[None], theta)[0, 0]
+
+    def overlap(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """``(T, Z*Y*X)`` float masks: 1 where transform ``t`` samples inside the original field of view."""
+        ones = torch.ones(1, 1, *shape[-3:])
+        grid = F.affine_grid(self.thetas(shape), [self.n_transforms(), 1, *shape[-3:]], align_corners=False)
+        inside = F.grid_sample(ones.expand(self.n_transforms(), -1, -1, -1, -1), grid, mode="bilinear",
+                               padding_mode="zeros", align_corners=False)
+        return (inside > 0.999).float().flatten(1)
+
+    @staticmethod
+    def apply_thetas(volumes: torch.Tensor, thetas: torch.Tensor) -> torch.Tensor:
+        """``(B, C, Z, Y, X)`` under each of ``(T, 3, 4)`` transforms -> ``(B, T, C, Z, Y, X)``; what enters the
+        view is the volume's minimum per channel (air or background), as when a copy is moved in its field."""
+        b, c = volumes.shape[:2]
+        t = thetas.shape[0]
+        grid = F.affine_grid(thetas, [t, c, *volumes.shape[2:]], align_corners=False)
+        floor = volumes.flatten(2).min(dim=2).values[:, :, None, None, None]
+        src = (volumes - floor).repeat_interleave(t, dim=0)
+        out = F.grid_sample(src, grid.repeat(b, 1, 1, 1, 1), mode="bilinear", padding_mode="zeros",
+                            align_corners=False)
+        return out.view(b, t, *volumes.shape[1:]) + floor[:, None]

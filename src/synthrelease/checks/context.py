@@ -1,0 +1,232 @@
+"""``AuditContext``: the cohorts an audit compares and the features its checks share (computed once, lazily).
+
+``train`` are the members (the generator saw them), ``holdout`` real patients it never saw (the privacy baseline),
+``synthetic`` the set under audit. Shared features: standardized volumes and soft label maps on small cubes, the
+contrastive embedding (trained on ``train``, cached under ``cache_dir``) and the aligned nearest-neighbour matches
+that several checks read. Everything derived from real data is written only under ``out_dir`` and ``cache_dir``,
+both inside the workspace (or the folder the steward named for a workspace-free audit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from synthrelease.checks.align import Alignment
+from synthrelease.checks.embedding import EmbeddingConfig, cached_encoder
+from synthrelease.checks.features import (
+    label_tensor,
+    stack_cohort,
+    standardized,
+    to_cube,
+    volume_tensor,
+    working_factor,
+)
+from synthrelease.checks.neighbours import Matches, best_matches, dice_score, overlap_ncc_score
+from synthrelease.data.cohort import Cohort
+from synthrelease.errors import InputError
+
+__all__ = ["AuditContext", "AuditSettings", "Group"]
+
+T = TypeVar("T")
+Group = tuple[str, tuple[int, ...] | None]  # a cohort name ("train", "holdout", "synthetic", "real") and indices
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    max_size: int = 32  # pixel and label-map comparisons pool the grid by a whole factor to at most this per axis
+    alignment: Alignment = field(default_factory=Alignment)
+    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
+    n_boot: int = 1000
+    query_batch: int = 8
+    ref_block: int = 512
+    max_figures: int = 6
+
+
+class AuditContext:
+    """What every check reads. Cohorts must share grid shape, channels and label schema."""
+
+    def __init__(self, train: Cohort, holdout: Cohort, synthetic: Cohort, *, out_dir: Path, cache_dir: Path,
+                 seed: int = 0, synthetic_dir: Path | None = None, identifiers: tuple[str, ...] = (),
+                 provenance: dict[str, Any] | None = None, settings: AuditSettings | None = None,
+                 progress: Progress | None = None) -> None:
+        self.train, self.holdout, self.synthetic = train, holdout, synthetic
+        self.out_dir, self.cache_dir = Path(out_dir), Path(cache_dir)
+        self.seed = seed
+        self.synthetic_dir = synthetic_dir
+        self.identifiers = tuple(sorted({i for i in identifiers if i}))
+        self.provenance = dict(provenance or {})
+        self.settings = settings or AuditSettings()
+        self._progress = progress
+        self._memo: dict[str, Any] = {}
+        self._validate()
+        self.grid: tuple[int, int, int] = self.train[0].shape
+        self.factor = working_factor(self.grid, self.settings.max_size)
+
+    # -- validation -------------------------------------------------------------------------------------------
+    def _validate(self) -> None:
+        for name, cohort, minimum in (("train", self.train, 2), ("holdout", self.holdout, 2),
+                                      ("synthetic", self.synthetic, 1)):
+            if len(cohort) < minimum:
+                raise InputError(f"the {name} cohort has {len(cohort)} cases; an audit needs at least {minimum}",
+                                 fix="hold out more patients at ingest (--holdout)" if name == "holdout" else None)
+        ref = self.train
+        for name, cohort in (("holdout", self.holdout), ("synthetic", self.synthetic)):
+            if cohort.channel_names != ref.channel_names or cohort.modality is not ref.modality:
+                raise InputError(f"the {name} cohort has channels {list(cohort.channel_names)} "
+                                 f"({cohort.modality.value}); train has {list(ref.channel_names)} "
+                                 f"({ref.modality.value})", fix="audit sets of the same modality and channels")
+            if set(cohort.schema.labels.items()) != set(ref.schema.labels.items()):
+                raise InputError(f"the {name} cohort's labels {cohort.schema.labels} differ from train's "
+                                 f"{ref.schema.labels}", fix="map both to one label schema")
+        shapes = {self.train[0].shape, self.holdout[0].shape, self.synthetic[0].shape}
+        if len(shapes) != 1:
+            raise InputError(f"train, holdout and synthetic cases lie on different grids {sorted(shapes)}",
+                             fix="sample onto the workspace grid, or resample the set before auditing")
+
+    # -- helpers for checks -----------------------------------------------------------------------------------
+    def memo(self, key: str, compute: Callable[[], T]) -> T:
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]  # type: ignore[no-any-return,unused-ignore]
+
+    def progress(self, task: str, done: int, total: int) -> None:
+        if self._progress:
+            self._progress(task, done, total)
+
+    def cohort(self, which: str) -> Cohort:
+        if which not in ("train", "holdout", "synthetic"):
+            raise ValueError(f"no cohort {which!r}")
+        return {"train": self.train, "holdout": self.holdout, "synthetic": self.synthetic}[which]
+
+    def figure_dir(self) -> Path:
+        path = self.out_dir / "figures"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def rng(self, salt: str) -> np.random.Generator:
+        """A generator seeded by the audit seed and a per-use salt (independent streams, same bytes each run)."""
+        return np.random.default_rng([self.seed, *salt.encode()])
+
+    # -- shared features --------------------------------------------------------------------------------------
+    def volumes(self, which: str) -> torch.Tensor:
+        """Standardized volumes ``(N, C, s, s, s)`` on the pixel-comparison cube (``real`` = train then holdout)."""
+        if which == "real":
+            return self.memo("vol/real", lambda: torch.cat([self.volumes("train"), self.volumes("holdout")]))
+        f = self.factor
+        return self.memo(f"vol/{which}", lambda: stack_cohort(
+            self.cohort(which), lambda c: volume_tensor(c, f),
+            lambda d, t: self.progress(f"load {which}", d, t)))
+
+    def label_maps(self, which: str) -> torch.Tensor:
+        """Soft one-hot foreground label maps ``(N, L, s, s, s)``."""
+        f = self.factor
+        return self.memo(f"lab/{which}", lambda: stack_cohort(self.cohort(which), lambda c: label_tensor(c, f)))
+
+    def embeddings(self, which: str) -> torch.Tensor:
+        """Unit embeddings ``(N, d)`` from the contrastive encoder trained on ``train``, centred on the training
+        mean before scaling (cosines then compare what is patient-specific); ``real`` = train, then holdout."""
+        if which == "real":
+            return self.memo("emb/real", lambda: torch.cat([self.embeddings("train"), self.embeddings("holdout")]))
+
+        def compute() -> torch.Tensor:
+            cfg = self.settings.embedding
+            train_in = self.memo("emb-in/train", lambda: stack_cohort(
+                self.train, lambda c: to_cube(standardized(c), cfg.size)))
+            encoder = self.memo("encoder", lambda: cached_encoder(
+                train_in, self.cache_dir, cfg, lambda d, t: self.progress("train embedding", d, t)))
+            data = train_in if which == "train" else stack_cohort(self.cohort(which),
+                                                                  lambda c: to_cube(standardized(c), cfg.size))
+            centre = self.memo("emb-centre", lambda: encoder.embed(train_in).mean(dim=0))
+            return torch.nn.functional.normalize(encoder.embed(data) - centre, dim=1)
+
+        return self.memo(f"emb/{which}", compute)
+
+    def n(self, which: str) -> int:
+        return len(self.train) + len(self.holdout) if which == "real" else len(self.cohort(which))
+
+    def standard_groups(self) -> tuple[Group, ...]:
+        """Reference groups of the synthetic set's searches: train, holdout, and equal-size subsamples of both
+        (the distance-to-closest-record comparison), drawn once with the audit seed."""
+
+        def draw() -> tuple[Group, ...]:
+            m = min(len(self.train), len(self.holdout))
+            rng = self.rng("dcr-subsample")
+            t = tuple(sorted(int(i) for i in rng.choice(len(self.train), m, replace=False)))
+            h = tuple(sorted(int(i) for i in rng.choice(len(self.holdout), m, replace=False)))
+            return (("train", None), ("holdout", None), ("train", t), ("holdout", h))
+
+        return self.memo("groups", draw)
+
+    def _refs(self, groups: tuple[Group, ...],
+              rows: Callable[[str], torch.Tensor]) -> tuple[torch.Tensor, list[range | list[int]]]:
+        cohorts = list(dict.fromkeys(g[0] for g in groups))
+        offsets, start = {}, 0
+        for c in cohorts:
+            offsets[c] = start
+            start += self.n(c)
+        index: list[range | list[int]] = [
+            range(offsets[c], offsets[c] + self.n(c)) if idx is None else [offsets[c] + i for i in idx]
+            for c, idx in groups]
+        return torch.cat([rows(c) for c in cohorts]), index
+
+    def template(self) -> torch.Tensor:
+        """The mean standardized training volume: what every patient shares (body outline, typical anatomy)."""
+        return self.memo("template", lambda: self.volumes("train").mean(dim=0))
+
+    def pixel_matches(self, query: str, groups: tuple[Group, ...]) -> Matches:
+        """Aligned NCC of deviations from the training template: best match of each ``query`` case in each
+        reference group (one column per group). Subtracting the template keeps what is patient-specific, so two
+        different patients score lower and a copy near 1, where raw NCC gives both above 0.9. The NCC is taken over the
+        overlap of the transformed view with the field of view (``overlap_ncc_score``)."""
+
+        def compute() -> Matches:
+            mean = self.template()
+            ref_rows, index = self._refs(groups, lambda c: (self.volumes(c) - mean).flatten(1))
+            align = self.settings.alignment
+            shape = tuple(mean.shape[1:])
+            masks = align.overlap(shape)  # (T, V)
+            channels = mean.shape[0]
+
+            def views(x: torch.Tensor) -> torch.Tensor:
+                v = (align.apply(x) - mean).flatten(3)  # (b, T, C, V)
+                return (v * masks[None, :, None, :]).flatten(2)
+
+            return best_matches(self.volumes(query), ref_rows, views=views,
+                                score=overlap_ncc_score(masks, channels), groups=index,
+                                query_batch=self.settings.query_batch, ref_block=self.settings.ref_block,
+                                progress=lambda d, t: self.progress(f"align {query} cases", d, t))
+
+        return self.memo(f"pix/{query}/{groups}", compute)
+
+    def mask_matches(self, query: str, ref: str) -> Matches:
+        """Aligned soft Dice (mean over foreground labels): best match of each ``query`` label map in ``ref``."""
+
+        def compute() -> Matches:
+            q, r = self.label_maps(query), self.label_maps(ref)
+            n_labels = q.shape[1]
+            align = self.settings.alignment
+
+            def views(x: torch.Tensor) -> torch.Tensor:
+                return align.apply(x).reshape(x.shape[0], align.n_transforms(), -1)
+
+            return best_matches(q, r.reshape(r.shape[0], -1), views=views, score=dice_score(n_labels),
+                                query_batch=self.settings.query_batch, ref_block=self.settings.ref_block)
+
+        return self.memo(f"mask/{query}/{ref}", compute)
+
+    def embedding_matches(self, query: str, groups: tuple[Group, ...]) -> Matches:
+        """Cosine similarity in the embedding: best match of each ``query`` case in each reference group."""
+
+        def compute() -> Matches:
+            ref_rows, index = self._refs(groups, self.embeddings)
+            return best_matches(self.embeddings(query), ref_rows, views=lambda x: x[:, None, :], groups=index,
+                                query_batch=1024, ref_block=self.settings.ref_block)
+
+        return self.memo(f"emb-match/{query}/{groups}", compute)

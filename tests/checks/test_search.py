@@ -1,0 +1,59 @@
+"""Alignment search and the batched nearest-neighbour search against brute force."""
+
+from __future__ import annotations
+
+import torch
+
+from synthrelease.checks.align import Alignment
+from synthrelease.checks.neighbours import best_matches, dice_score, dot_score, overlap_ncc_score
+
+
+def _views_ncc(align: Alignment, shape: tuple[int, int, int]):  # type: ignore[no-untyped-def]
+    masks = align.overlap(shape)
+
+    def views(x: torch.Tensor) -> torch.Tensor:
+        return (align.apply(x).flatten(3) * masks[None, :, None, :]).flatten(2)
+
+    return views, overlap_ncc_score(masks, 1)
+
+
+def test_flipped_and_shifted_copies_score_one_with_the_right_reference() -> None:
+    g = torch.Generator().manual_seed(0)
+    refs = torch.randn(5, 1, 12, 12, 12, generator=g)
+    src = refs[3, 0]
+    shifted = torch.full_like(src, float(src.min()))
+    shifted[2:, :, 1:] = src[:-2, :, :-1]  # moved 2 voxels in z and 1 in x; the minimum enters the view
+    queries = torch.stack([src.flip(-1), shifted])[:, None]
+    align = Alignment(shift=2)
+    views, score = _views_ncc(align, (12, 12, 12))
+    m = best_matches(queries, refs.flatten(1), views=views, score=score, query_batch=1, ref_block=2)
+    assert torch.all(m.similarity[:, 0] > 0.999)
+    assert m.reference[:, 0].tolist() == [3, 3]
+    assert align.describe(int(m.transform[0, 0])) == "flip + identity"
+    assert "shift" in align.describe(int(m.transform[1, 0]))
+
+
+def test_best_matches_equals_brute_force_per_group() -> None:
+    g = torch.Generator().manual_seed(1)
+    q, r = torch.randn(7, 1, 6, 6, 6, generator=g), torch.randn(9, 216, generator=g)
+    align = Alignment(shift=1, rotations_deg=())
+    views = lambda x: align.apply(x).flatten(2)  # noqa: E731
+    groups = [range(0, 4), [5, 7, 8]]
+    m = best_matches(q, r, views=views, score=dot_score, groups=groups, query_batch=3, ref_block=4)
+    full = torch.einsum("qtd,nd->qtn", views(q), r).max(dim=1).values  # (Q, N)
+    for gi, grp in enumerate(groups):
+        idx = torch.tensor(list(grp))
+        best, arg = full[:, idx].max(dim=1)
+        assert torch.allclose(m.similarity[:, gi], best)
+        assert m.reference[:, gi].tolist() == idx[arg].tolist()
+
+
+def test_soft_dice_is_one_for_identical_maps_and_ignores_absent_labels() -> None:
+    a = torch.zeros(2, 4, 4, 4)
+    a[0, :2] = 1  # label 1 present; label 2 absent from both maps
+    b = torch.zeros(2, 4, 4, 4)
+    b[0, 2:] = 1
+    score = dice_score(2)
+    rows = torch.stack([a.flatten(), b.flatten()])
+    s = score(rows, rows)
+    assert torch.allclose(s, torch.tensor([[1.0, 0.0], [0.0, 1.0]]))

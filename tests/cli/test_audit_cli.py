@@ -1,0 +1,90 @@
+"""``synthrelease audit`` through the CLI: workspace and workspace-free forms, --only, --json, bad input (exit 2)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from synthrelease.data.ingest import IngestOptions, ingest
+from synthrelease.data.phantoms.cohort import write_phantom_cohort
+from synthrelease_cli.main import cli
+
+
+def run(*args: object):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("audit")
+    src = write_phantom_cohort(root / "src", modality="ct", cases=10, shape=16, seed=0, fmt="nnunet")
+    ws = ingest(src, root / "ws", modality="ct", options=IngestOptions(seed=0, holdout=0.4)).root
+    assert run("train", ws, "--generator", "copycat", "--name", "cc").exit_code == 0
+    assert run("sample", ws, "--model", "cc", "--n", 12, "--seed", 1, "--name", "copies").exit_code == 0
+    return ws
+
+
+def test_audit_workspace_set_writes_report(ws: Path) -> None:
+    res = run("--quiet", "audit", ws, "--synthetic", "copies", "--only", "privacy.memorization",
+              "--only", "privacy.metadata")
+    assert res.exit_code == 0, res.output
+    path = ws / "audits" / "copies" / "report.json"
+    assert res.stdout.strip() == str(path)
+    report = json.loads(path.read_text())
+    assert set(report["checks"]) == {"privacy.memorization", "privacy.metadata"}
+    assert report["synthetic_set"]["negative_control"] is True and report["synthetic_set"]["generator"] == "copycat"
+    assert report["metrics"]["privacy.memorization.flagged_fraction"] >= 0.9
+    assert report["metrics"]["privacy.metadata.n_findings"] == 0
+    figures = list((ws / "audits" / "copies" / "figures").glob("*.png"))
+    assert figures  # evidence, inside the workspace
+    assert list((ws / "cache" / "embedding").glob("*.pt"))
+
+
+def test_audit_json_and_workspace_free_form(ws: Path, tmp_path: Path) -> None:
+    # the workspace's real cohort split by hand into two folders, audited without the workspace
+    from synthrelease.data.nnunet import write_nnunet
+    from synthrelease.data.workspace import Workspace
+
+    w = Workspace(ws)
+    for name, cohort in (("train", w.train()), ("holdout", w.holdout())):
+        write_nnunet(list(cohort), tmp_path / name, name=name, schema=w.schema, modality=w.modality,
+                     channel_names=w.channel_names)
+    res = run("--quiet", "audit", "--train", tmp_path / "train", "--holdout", tmp_path / "holdout",
+              "--synthetic", ws / "synthetic" / "copies", "--out", tmp_path / "out", "--only", "privacy.dcr",
+              "--json")
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert 0.0 <= report["metrics"]["privacy.dcr.overfitting_p"] <= 1.0
+    assert "privacy.dcr.overfitting_p_ci_high" in report["metrics"] and set(report["checks"]) == {"privacy.dcr"}
+    assert (tmp_path / "out" / "report.json").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--synthetic", "nothing-here"], "neither a set of this workspace nor a folder"),
+    (["--synthetic", "copies", "--only", "privacy.nope"], "names no check"),
+])
+def test_bad_input_exits_2_with_one_line(ws: Path, args: list[str], message: str) -> None:
+    res = run("audit", ws, *args)
+    assert res.exit_code == 2 and message in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_audit_needs_a_workspace_or_three_folders(tmp_path: Path) -> None:
+    res = run("audit", "--synthetic", tmp_path)
+    assert res.exit_code == 2 and "--train, --holdout and --out" in res.stderr
+    res = run("audit", tmp_path / "nows", "--synthetic", "x")
+    assert res.exit_code == 2 and "workspace" in res.stderr
+
+
+def test_audit_as_a_subprocess(ws: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "synthrelease_cli", "--quiet", "audit", str(ws), "--synthetic",
+                           "copies", "--only", "privacy.mask_memorization"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(Path(proc.stdout.strip()).read_text())
+    assert report["metrics"]["privacy.mask_memorization.flagged_fraction"] >= 0.9
