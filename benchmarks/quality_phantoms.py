@@ -5,7 +5,8 @@ Phantom head & neck CT at 32^3 goes through the real preprocessing (wide window 
 measurable), split into train / holdout patients; the generator trains on train only; samples are mapped back to HU.
 Prints one table row:
 
-- both labels: share of samples holding tumour and bone;
+- train (s): wall time of ``fit``; CPU (s): its process CPU time (with one thread, the time on an unshared core);
+- both labels: share of samples holding tumour and bone (mean tumour voxels per sample, real mean beside it);
 - bone HU / tumour HU: mean HU inside the sampled labels (real tumour mean beside it);
 - not copies: share of samples whose nearest training case (mean absolute HU difference) is farther than the
   nearest training case of every holdout patient is (the memorization threshold of the privacy checks).
@@ -60,9 +61,9 @@ def main() -> None:
     for item in args.set:
         config.update(tomllib.loads(item))
     gen = create_generator(args.generator, config)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     gen.fit(Cohort.from_cases(train))
-    train_s = time.perf_counter() - t0
+    train_s, train_cpu = time.perf_counter() - t0, time.process_time() - c0
     t0 = time.perf_counter()
     samples = gen.sample(args.samples, seed=1)
     sample_s = (time.perf_counter() - t0) / args.samples
@@ -73,10 +74,13 @@ def main() -> None:
     bone = np.concatenate([hu(s)[s.labels == 2] for s in samples])
     tumour = np.concatenate([hu(s)[s.labels == 1] for s in samples])
     real_tumour = np.concatenate([hu(c)[c.labels == 1] for c in train])
+    tumour_vox = np.mean([np.sum(s.labels == 1) for s in samples])
+    real_vox = np.mean([np.sum(c.labels == 1) for c in train])
     distinct = np.mean([nearest_mae(hu(s), train_hu) > tau for s in samples])
-    print("generator | train (s) | sample (s/vol) | both labels | bone HU | tumour HU (real) | not copies "
-          "(holdout tau, HU)")
-    print(f"{args.generator} | {train_s:.0f} | {sample_s:.2f} | {both:.0%} | {bone.mean():.0f} | "
+    print("generator | threads | train (s) | CPU (s) | sample (s/vol) | both labels (tumour voxels, real) | bone HU | "
+          "tumour HU (real) | not copies (holdout tau, HU)")
+    print(f"{args.generator} | {args.threads} | {train_s:.0f} | {train_cpu:.0f} | {sample_s:.2f} | {both:.0%} "
+          f"({tumour_vox:.0f}, {real_vox:.0f}) | {bone.mean():.0f} | "
           f"{tumour.mean():.0f} ({real_tumour.mean():.0f}) | {distinct:.0%} ({tau:.1f})")
 
 

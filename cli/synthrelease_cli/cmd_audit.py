@@ -44,17 +44,22 @@ def _render(out_: Output, report: dict[str, Any], path: Path) -> None:
               help="Seed of every random choice (subsamples, bootstrap, embedding training).")
 @click.option("--identifiers", "identifiers_file", type=click.Path(path_type=Path), default=None,
               help="Text file, one real-cohort identifier per line, that must not appear in the set.")
+@click.option("--embedding-steps", type=click.IntRange(min=1), default=None,
+              help="Training steps of the contrastive encoder (default 150; cached per training set).")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
 @click.pass_obj
 def audit(out_: Output, workspace: Path | None, synthetic: str, train_dir: Path | None, holdout_dir: Path | None,
           out_dir: Path | None, only: tuple[str, ...], seed: int, identifiers_file: Path | None,
-          as_json: bool) -> None:
+          embedding_steps: int | None, as_json: bool) -> None:
     """Audit a synthetic set: privacy checks now (fidelity and utility join them), metrics into report.json.
 
     \b
     With a workspace:   synthrelease audit WS --synthetic SET            -> WS/audits/SET/report.json
     Without:            synthrelease audit --train DIR --holdout DIR --synthetic DIR --out DIR
     """
+    from dataclasses import replace
+
+    from synthrelease.checks import AuditSettings
     from synthrelease.checks.audit import audit_directories, audit_workspace
     from synthrelease.checks.registry import select_checks
     from synthrelease.data.workspace import Workspace
@@ -73,14 +78,17 @@ def audit(out_: Output, workspace: Path | None, synthetic: str, train_dir: Path 
             extra = [ln.strip() for ln in identifiers_file.read_text().splitlines() if ln.strip()]
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"cannot read the identifiers file ({exc})", where=identifiers_file) from None
+    settings = AuditSettings()
+    if embedding_steps is not None:
+        settings = replace(settings, embedding=replace(settings.embedding, steps=embedding_steps))
     with out_.progress() as progress:
         if workspace is not None:
             outcome = audit_workspace(Workspace(workspace), synthetic, only=only, seed=seed, extra_identifiers=extra,
-                                      progress=progress)
+                                      settings=settings, progress=progress)
         else:
             assert train_dir and holdout_dir and out_dir
             outcome = audit_directories(train_dir, holdout_dir, Path(synthetic), out_dir, only=only, seed=seed,
-                                        extra_identifiers=extra, progress=progress)
+                                        extra_identifiers=extra, settings=settings, progress=progress)
     _render(out_, outcome.report, outcome.path)
     errors = outcome.report["summary"]["error"]
     if errors:

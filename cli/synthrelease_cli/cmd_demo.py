@@ -22,10 +22,10 @@ from synthrelease_cli.output import Output
 @click.pass_obj
 def demo(out_: Output, modality: str, out: Path, n_cases: int, shape: int, seed: int, train_steps: int,
          as_json: bool) -> None:
-    """Run the built-in demo: phantom patients with fake PHI -> ingest -> PHI search -> train -> sample.
+    """Run the built-in demo: phantom patients with fake PHI -> ingest -> PHI search -> train -> sample -> audit.
 
-    CT phantoms are written as DICOM (+ RTSTRUCT), MRI phantoms in the BraTS layout. Audit, gate and export join
-    this run as they land.
+    CT phantoms are written as DICOM (+ RTSTRUCT), MRI phantoms in the BraTS layout. The sampled set is audited
+    for privacy beside a copycat negative control (copies of training patients). Gate and export join as they land.
     """
     from synthrelease.demo import run_demo
     from synthrelease_cli.cmd_data import render_summary
@@ -46,6 +46,9 @@ def demo(out_: Output, modality: str, out: Path, n_cases: int, shape: int, seed:
             present = ", ".join(f"{k} in {v}/{syn['n_cases']}" for k, v in syn["cases_with_label"].items())
             click.echo(f"trained ldm for {summary['training']['steps']} steps in {summary['training']['seconds']} s; "
                        f"sampled {syn['n_cases']} synthetic cases into {syn['path']} ({present})")
+        for set_name, metrics in summary.get("audit", {}).items():
+            shown = ", ".join(f"{k.removeprefix('privacy.')} {v:.3g}" for k, v in metrics.items() if v is not None)
+            click.echo(f"privacy audit of {set_name}: {shown}")
         click.echo(f"demo folder: {summary['demo_folder']}")
     if leaks:
         raise SystemExit(1)

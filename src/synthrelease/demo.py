@@ -1,7 +1,8 @@
 """The built-in demo release on phantom data: every stage that exists, end to end, in one folder.
 
 phantoms (fake patients with planted PHI) -> ingest (de-identify, pseudonymize, preprocess, split) -> PHI search of
-the workspace -> train a latent diffusion model -> sample a synthetic cohort -> summary. The audit, gate and export
+the workspace -> train a latent diffusion model -> sample a synthetic cohort -> privacy audit of that set beside a
+copycat negative control (copies of training patients, which the audit must flag) -> summary. The gate and export
 stages join as they land.
 """
 
@@ -19,6 +20,7 @@ from synthrelease.data.leakscan import find_strings
 from synthrelease.data.nnunet import read_nnunet
 from synthrelease.data.phantoms.cohort import PLANTED_PHI_FILE, write_phantom_cohort
 from synthrelease.data.summary import summarize_workspace
+from synthrelease.data.workspace import Workspace
 from synthrelease.errors import InputError
 from synthrelease.runtime.fs import atomic_directory
 
@@ -39,6 +41,27 @@ def _synthetic_summary(path: Path) -> dict[str, Any]:
             "provenance": json.loads((path / "provenance.json").read_text())}
 
 
+AUDIT_METRICS = ("privacy.memorization.flagged_fraction", "privacy.mask_memorization.flagged_fraction",
+                 "privacy.dcr.overfitting_p", "privacy.mia.auc", "privacy.reidentification.rank1_rate",
+                 "privacy.reidentification.baseline_rate", "privacy.metadata.n_findings")
+
+
+def _audit_with_control(ws: Workspace, set_name: str, n: int, seed: int,
+                        progress: Progress | None) -> dict[str, dict[str, float | None]]:
+    """Privacy audits of the sampled set and of a copycat control set of the same size: headline metrics."""
+    from synthrelease.checks.audit import audit_workspace
+    from synthrelease.generators.runs import train_run
+    from synthrelease.generators.sampling import sample_set
+
+    train_run(ws, "copycat", name="copycat-control")
+    sample_set(ws, "copycat-control", n=n, seed=seed + 2, name="copycat-control")
+    out: dict[str, dict[str, float | None]] = {}
+    for name in (set_name, "copycat-control"):
+        report = audit_workspace(ws, name, only=["privacy"], seed=seed, progress=progress).report
+        out[name] = {m: report["metrics"].get(m) for m in AUDIT_METRICS}
+    return out
+
+
 def run_demo(out: Path, *, modality: str = "ct", cases: int = 12, shape: int = 32, seed: int = 0,
              train_steps: int = 600, n_samples: int = 8, info: Info | None = None,
              progress: Progress | None = None) -> dict[str, Any]:
@@ -51,13 +74,15 @@ def run_demo(out: Path, *, modality: str = "ct", cases: int = 12, shape: int = 3
     if out.exists() and not (out / MARKER).is_file():
         raise InputError("exists and is not a demo folder", where=out, fix="choose another --out or remove it")
     fmt = "dicom" if modality == "ct" else "brats"
-    n_stages = 5 if train_steps else 3
+    n_stages = 6 if train_steps else 3
     with atomic_directory(out, replace=True) as tmp:
         (tmp / MARKER).write_text("made by 'synthrelease demo'; safe to delete\n")
         say(f"1/{n_stages} writing {cases} {modality.upper()} phantom patients ({fmt}, {shape}^3) with fake PHI")
         src = write_phantom_cohort(tmp / "source", modality=modality, cases=cases, shape=shape, seed=seed, fmt=fmt)
         say(f"2/{n_stages} ingesting: de-identify, pseudonymize, preprocess, split by patient")
-        ws = ingest(src, tmp / "workspace", modality=modality, options=IngestOptions(seed=seed), progress=progress)
+        holdout = max(0.2, 2.1 / cases)  # the privacy audit needs at least two unseen patients
+        ws = ingest(src, tmp / "workspace", modality=modality, options=IngestOptions(seed=seed, holdout=holdout),
+                    progress=progress)
         say(f"3/{n_stages} searching the workspace for every planted identifier")
         planted = json.loads((src / PLANTED_PHI_FILE).read_text())
         needles = sorted({s for entry in planted.values() for s in entry["strings"]})
@@ -84,6 +109,9 @@ def run_demo(out: Path, *, modality: str = "ct", cases: int = 12, shape: int = 3
             summary["training"] = {"generator": "ldm", "steps": run.steps, "seconds": round(run.seconds, 1),
                                    "final_losses": run.final_losses}
             summary["synthetic"] = _synthetic_summary(path)
+            say(f"6/{n_stages} privacy audit of the set, beside the copycat negative control (copies of training "
+                "patients) that the audit must flag")
+            summary["audit"] = _audit_with_control(ws, "demo", n_samples, seed, progress)
     summary["workspace"] = str(out / "workspace")
     if "synthetic" in summary:
         summary["synthetic"]["path"] = str(out / "workspace" / "synthetic" / "demo")

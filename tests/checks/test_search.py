@@ -57,3 +57,18 @@ def test_soft_dice_is_one_for_identical_maps_and_ignores_absent_labels() -> None
     rows = torch.stack([a.flatten(), b.flatten()])
     s = score(rows, rows)
     assert torch.allclose(s, torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+
+
+def test_sliced_moves_equal_resampled_moves() -> None:
+    """Mirrors and shifts by slicing give exactly what affine_grid + grid_sample give (same conventions)."""
+    from synthrelease.checks.align import shift_view
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 1, 6, 7, 8, generator=g)
+    align = Alignment(shift=2, rotations_deg=())
+    fast = align.apply(x)
+    slow = Alignment.apply_thetas(x, align.thetas((6, 7, 8)))
+    assert torch.allclose(fast, slow, atol=1e-5)
+    moved = shift_view(x, False, (1, 0, -2), -9.0)  # out[i] = in[i + k]: x by +1, z by -2
+    assert torch.equal(moved[..., 2:, :, :-1], x[..., :-2, :, 1:])
+    assert torch.all(moved[..., :, :, -1] == -9.0) and torch.all(moved[..., :2, :, :] == -9.0)

@@ -31,7 +31,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_audit_workspace_set_writes_report(ws: Path) -> None:
     res = run("--quiet", "audit", ws, "--synthetic", "copies", "--only", "privacy.memorization",
-              "--only", "privacy.metadata")
+              "--only", "privacy.metadata", "--embedding-steps", 5)
     assert res.exit_code == 0, res.output
     path = ws / "audits" / "copies" / "report.json"
     assert res.stdout.strip() == str(path)
@@ -56,7 +56,7 @@ def test_audit_json_and_workspace_free_form(ws: Path, tmp_path: Path) -> None:
                      channel_names=w.channel_names)
     res = run("--quiet", "audit", "--train", tmp_path / "train", "--holdout", tmp_path / "holdout",
               "--synthetic", ws / "synthetic" / "copies", "--out", tmp_path / "out", "--only", "privacy.dcr",
-              "--json")
+              "--json", "--embedding-steps", 5)
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     assert 0.0 <= report["metrics"]["privacy.dcr.overfitting_p"] <= 1.0
@@ -83,8 +83,8 @@ def test_audit_needs_a_workspace_or_three_folders(tmp_path: Path) -> None:
 
 def test_audit_as_a_subprocess(ws: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "synthrelease_cli", "--quiet", "audit", str(ws), "--synthetic",
-                           "copies", "--only", "privacy.mask_memorization"], capture_output=True, text=True,
-                          timeout=300)
+                           "copies", "--only", "privacy.mask_memorization", "--embedding-steps", "5"],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(Path(proc.stdout.strip()).read_text())
     assert report["metrics"]["privacy.mask_memorization.flagged_fraction"] >= 0.9

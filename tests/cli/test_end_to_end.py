@@ -38,6 +38,10 @@ def test_demo_runs(tmp_path):
     assert summary["deidentification"]["planted_strings"] > 6 * 5
     assert summary["synthetic"]["n_cases"] == 8 and summary["synthetic"]["provenance"]["generator"] == "ldm"
     assert (tmp_path / "D" / "workspace" / "synthetic" / "demo" / "provenance.json").is_file()
+    control = summary["audit"]["copycat-control"]
+    assert control["privacy.memorization.flagged_fraction"] >= 0.9  # the audit catches the copies
+    assert summary["audit"]["demo"]["privacy.metadata.n_findings"] == 0
+    assert (tmp_path / "D" / "workspace" / "audits" / "demo" / "report.json").is_file()
     res = synthrelease("--quiet", "demo", "--out", "D", "--cases", 6, "--shape", 16, "--train-steps", 0,
                        cwd=tmp_path)
     assert res.returncode == 0, res.stderr  # a previous demo folder is replaced

@@ -131,7 +131,7 @@ def test_resume_equals_uninterrupted_run(tiny_data: TrainingData, tmp_path: Path
 @pytest.mark.parametrize("changes", [
     {"ae_steps": 24}, {"ae_steps": 30}, {"ae_steps": 0}, {"lr_ae": -1e-4}, {"lr_unet": 0.0}, {"kl_weight": -1.0},
     {"ema_decay": 1.0}, {"norm_groups": 5}, {"unet_attention": [False]}, {"ae_channels": [8]},
-    {"prediction_type": "sample"}, {"head_channels": 12}, {"lr_min_ratio": 0.0},
+    {"prediction_type": "sample"}, {"head_channels": 12}, {"lr_min_ratio": 0.0}, {"class_weighting": -0.5},
 ])
 def test_bad_config_is_input_error(changes: dict[str, Any]) -> None:
     with pytest.raises(InputError):

@@ -10,11 +10,12 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Alignment"]
+__all__ = ["Alignment", "Move", "shift_view"]
 
 
 def _rotation(axis: int, degrees: float) -> torch.Tensor:
@@ -25,52 +26,97 @@ def _rotation(axis: int, degrees: float) -> torch.Tensor:
     return r
 
 
+def shift_view(x: torch.Tensor, flip: bool, shift_xyz: tuple[int, int, int],
+               fill: torch.Tensor | float) -> torch.Tensor:
+    """``(..., Z, Y, X)`` mirrored left-right (when ``flip``), then ``out[i] = in[i + k]`` per axis; what enters the
+    view is ``fill``. The same move as ``affine_grid`` with translation ``k`` voxels (``align_corners=False``)."""
+    if flip:
+        x = x.flip(-1)
+        shift_xyz = (-shift_xyz[0], shift_xyz[1], shift_xyz[2])
+    out = torch.empty_like(x)
+    out[...] = fill
+    src: list[Any] = [...]
+    dst: list[Any] = [...]
+    for k, n in zip(reversed(shift_xyz), x.shape[-3:], strict=True):  # z, y, x
+        if abs(k) >= n:
+            return out
+        src.append(slice(max(0, k), n + min(0, k)))
+        dst.append(slice(max(0, -k), n - max(0, k)))
+    out[tuple(dst)] = x[tuple(src)]
+    return out
+
+
+@dataclass(frozen=True)
+class Move:
+    """One transform of the search: a mirror, then a whole-voxel shift or a small rotation."""
+
+    name: str
+    flip: bool
+    shift_xyz: tuple[int, int, int] | None  # None: a rotation
+    theta: torch.Tensor  # (3, 4) for ``affine_grid``, for a grid of the plan's shape
+
+
 @dataclass(frozen=True)
 class Alignment:
-    """Transforms searched: {identity, flip} x ({shifts of -shift..shift voxels per axis} + {rotations})."""
+    """Transforms searched: {identity, flip} x ({shifts of -shift..shift voxels per axis} + {rotations}).
+
+    Mirrors and shifts are done by slicing (exact and cheap); only rotations are resampled (``grid_sample``).
+    """
 
     flip: bool = True
     shift: int = 2
     rotations_deg: tuple[float, ...] = (5.0,)
 
-    def _plan(self, shape: tuple[int, ...]) -> list[tuple[str, torch.Tensor]]:
-        plan: list[tuple[str, torch.Tensor]] = []
+    def plan(self, shape: tuple[int, ...]) -> list[Move]:
+        moves: list[Move] = []
         z, y, x = shape[-3:]
         step = torch.tensor([2.0 / x, 2.0 / y, 2.0 / z], dtype=torch.float64)  # one voxel, normalized (x, y, z)
         rng = range(-self.shift, self.shift + 1)
         shifts = sorted(itertools.product(rng, rng, rng), key=lambda v: (sum(map(abs, v)), v))
         for flipped in (False, True) if self.flip else (False,):
             lin = torch.diag(torch.tensor([-1.0 if flipped else 1.0, 1.0, 1.0], dtype=torch.float64))
-            prefix = "flip" if flipped else ""
+            prefix = "flip + " if flipped else ""
             for v in shifts:
                 m = torch.zeros(3, 4, dtype=torch.float64)
                 m[:, :3] = lin
                 m[:, 3] = torch.tensor(v, dtype=torch.float64) * step
-                name = f"shift xyz {v}" if any(v) else "identity"
-                plan.append((f"{prefix} + {name}" if prefix else name, m))
+                name = f"shift xyz {v} voxels" if any(v) else "identity"
+                moves.append(Move(f"{prefix}{name}".removesuffix(" + "), flipped, (v[0], v[1], v[2]), m.float()))
             for deg in self.rotations_deg:
                 for axis in range(3):
                     for sign in (-1.0, 1.0):
                         m = torch.zeros(3, 4, dtype=torch.float64)
                         m[:, :3] = _rotation(axis, sign * deg) @ lin
                         name = f"rotate {sign * deg:+g} deg about {'xyz'[axis]}"
-                        plan.append((f"{prefix} + {name}" if prefix else name, m))
-        return plan
+                        moves.append(Move(f"{prefix}{name}", flipped, None, m.float()))
+        return moves
 
     def thetas(self, shape: tuple[int, ...]) -> torch.Tensor:
         """``(T, 3, 4)`` affine matrices for a grid of ``shape`` (``(..., Z, Y, X)``); index 0 is the identity."""
-        return torch.stack([m for _, m in self._plan(tuple(shape))]).float()
+        return torch.stack([m.theta for m in self.plan(tuple(shape))])
 
     def n_transforms(self) -> int:
         return ((2 * self.shift + 1) ** 3 + 6 * len(self.rotations_deg)) * (2 if self.flip else 1)
 
     def describe(self, index: int) -> str:
-        return self._plan((8, 8, 8))[index][0]
+        return self.plan((8, 8, 8))[index].name
+
+    def move(self, index: int, shape: tuple[int, ...]) -> Move:
+        return self.plan(tuple(shape))[index]
 
     def apply(self, volumes: torch.Tensor) -> torch.Tensor:
-        """``(B, C, Z, Y, X)`` -> ``(B, T, C, Z, Y, X)``: every transform of every volume."""
-        thetas = self.thetas(tuple(volumes.shape[2:])).to(volumes.device, volumes.dtype)
-        return self.apply_thetas(volumes, thetas)
+        """``(B, C, Z, Y, X)`` -> ``(B, T, C, Z, Y, X)``: every transform of every volume; what enters the view is
+        the volume's minimum per channel (air or background), as when a copy is moved in its field of view."""
+        moves = self.plan(tuple(volumes.shape[2:]))
+        floor = volumes.flatten(2).min(dim=2).values[:, :, None, None, None]
+        out = torch.empty(volumes.shape[0], len(moves), *volumes.shape[1:], dtype=volumes.dtype)
+        rot = [i for i, m in enumerate(moves) if m.shift_xyz is None]
+        for i, m in enumerate(moves):
+            if m.shift_xyz is not None:
+                out[:, i] = shift_view(volumes, m.flip, m.shift_xyz, floor)
+        if rot:
+            out[:, rot] = self.apply_thetas(volumes, torch.stack([moves[i].theta for i in rot]))
+        return out
 
     def apply_one(self, volume: torch.Tensor, index: int, *, grid: tuple[int, ...]) -> torch.Tensor:
         """Transform ``index`` of one ``(C, Z, Y, X)`` volume, shifts in voxels of a grid of shape ``grid``."""
@@ -80,10 +126,15 @@ class Alignment:
     def overlap(self, shape: tuple[int, ...]) -> torch.Tensor:
         """``(T, Z*Y*X)`` float masks: 1 where transform ``t`` samples inside the original field of view."""
         ones = torch.ones(1, 1, *shape[-3:])
-        grid = F.affine_grid(self.thetas(shape), [self.n_transforms(), 1, *shape[-3:]], align_corners=False)
-        inside = F.grid_sample(ones.expand(self.n_transforms(), -1, -1, -1, -1), grid, mode="bilinear",
-                               padding_mode="zeros", align_corners=False)
-        return (inside > 0.999).float().flatten(1)
+        moves = self.plan(tuple(shape))
+        masks = torch.empty(len(moves), *shape[-3:])
+        for i, m in enumerate(moves):
+            if m.shift_xyz is not None:
+                masks[i] = shift_view(ones[0, 0], m.flip, m.shift_xyz, 0.0)
+            else:
+                grid = F.affine_grid(m.theta[None], [1, 1, *shape[-3:]], align_corners=False)
+                masks[i] = F.grid_sample(ones, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0, 0]
+        return (masks > 0.999).float().flatten(1)
 
     @staticmethod
     def apply_thetas(volumes: torch.Tensor, thetas: torch.Tensor) -> torch.Tensor:

@@ -9,7 +9,8 @@ both inside the workspace (or the folder the steward named for a workspace-free 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,10 +18,11 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from synthrelease.checks.align import Alignment
+from synthrelease.checks.align import Alignment, shift_view
 from synthrelease.checks.embedding import EmbeddingConfig, cached_encoder
 from synthrelease.checks.features import (
     label_tensor,
+    pool,
     stack_cohort,
     standardized,
     to_cube,
@@ -28,13 +30,16 @@ from synthrelease.checks.features import (
     working_factor,
 )
 from synthrelease.checks.neighbours import Matches, best_matches, dice_score, overlap_ncc_score
+from synthrelease.data.case import Case
 from synthrelease.data.cohort import Cohort
 from synthrelease.errors import InputError
 
 __all__ = ["AuditContext", "AuditSettings", "Group"]
 
 T = TypeVar("T")
-Group = tuple[str, tuple[int, ...] | None]  # a cohort name ("train", "holdout", "synthetic", "real") and indices
+# a cohort name ("train", "holdout", "synthetic", "real") and indices (None: all)
+Group = tuple[str, tuple[int, ...] | None]
+REFINE_TOP_K = 8  # (reference, mirrored or not) candidates per query refined below the pooled grid
 Progress = Callable[[str, int, int], None]
 
 
@@ -198,12 +203,58 @@ class AuditContext:
                 v = (align.apply(x) - mean).flatten(3)  # (b, T, C, V)
                 return (v * masks[None, :, None, :]).flatten(2)
 
-            return best_matches(self.volumes(query), ref_rows, views=views,
-                                score=overlap_ncc_score(masks, channels), groups=index,
-                                query_batch=self.settings.query_batch, ref_block=self.settings.ref_block,
-                                progress=lambda d, t: self.progress(f"align {query} cases", d, t))
+            coarse = best_matches(self.volumes(query), ref_rows, views=views,
+                                  score=overlap_ncc_score(masks, channels), groups=index,
+                                  query_batch=self.settings.query_batch, ref_block=self.settings.ref_block,
+                                  top_k=REFINE_TOP_K if self.factor > 1 else 0, top_parts=2 if align.flip else 1,
+                                  progress=lambda d, t: self.progress(f"align {query} cases", d, t))
+            return self._refine(query, coarse, ref_rows, index) if self.factor > 1 else coarse
 
         return self.memo(f"pix/{query}/{groups}", compute)
+
+    def _native_cases(self, query: str) -> Iterator[Case]:
+        if query == "real":
+            yield from self.train
+            yield from self.holdout
+        else:
+            yield from self.cohort(query)
+
+    def _refine(self, query: str, coarse: Matches, ref_rows: torch.Tensor,
+                index: list[range | list[int]]) -> Matches:
+        """Sub-cell refinement when the grid is pooled by ``f`` > 1: the coarse search only tries shifts by whole
+        cells (``f`` native voxels). For each query's ``REFINE_TOP_K`` best (reference, shift) pairs, native offsets
+        of ``{-f/2, 0, f/2}`` voxels per axis around that shift are tried (moved at full resolution, then pooled),
+        so a copy moved by any whole number of native voxels scores as if found exactly. The candidates are the
+        best per reference among unmirrored and among mirrored moves (a near-symmetric head can make the wrong
+        mirror state win on the coarse grid). Rotations are kept as found."""
+        assert coarse.top_reference is not None and coarse.top_transform is not None
+        f, align, mean = self.factor, self.settings.alignment, self.template()
+        half = f // 2
+        offsets = list(itertools.product((-half, 0, half), repeat=3))
+        sim, refs = coarse.similarity.clone(), coarse.reference.clone()
+        shape = tuple(self.volumes("train").shape[2:])
+        members = [set(g) for g in index]
+        for qi, case in enumerate(self._native_cases(query)):
+            native = standardized(case)
+            floor = native.flatten(1).min(dim=1).values[:, None, None, None]
+            ones = torch.ones(1, *native.shape[1:])
+            for r, t in zip(coarse.top_reference[qi].tolist(), coarse.top_transform[qi].tolist(), strict=True):
+                move = align.move(t, shape)
+                if r < 0 or move.shift_xyz is None:
+                    continue
+                kx, ky, kz = move.shift_xyz
+                rows, masks = [], []
+                for ox, oy, oz in offsets:
+                    s = (f * kx + ox, f * ky + oy, f * kz + oz)
+                    rows.append((pool(shift_view(native, move.flip, s, floor), f) - mean).flatten())
+                    masks.append((pool(shift_view(ones, move.flip, s, 0.0), f)[0] > 0.999).float().flatten())
+                m = torch.stack(masks)
+                q_rows = torch.stack(rows) * m.repeat(1, native.shape[0])
+                best = overlap_ncc_score(m, native.shape[0])(q_rows, ref_rows[r][None]).max()
+                for gi, group in enumerate(members):
+                    if r in group and best > sim[qi, gi]:
+                        sim[qi, gi], refs[qi, gi] = best, r
+        return Matches(sim, refs, coarse.transform)
 
     def mask_matches(self, query: str, ref: str) -> Matches:
         """Aligned soft Dice (mean over foreground labels): best match of each ``query`` label map in ``ref``."""

@@ -19,14 +19,14 @@ import torch.nn.functional as F
 from synthrelease.data.case import Case
 from synthrelease.data.cohort import Cohort
 
-__all__ = ["label_tensor", "stack_cohort", "to_cube", "unit_rows", "volume_tensor", "working_factor"]
+__all__ = ["label_tensor", "pool", "stack_cohort", "to_cube", "unit_rows", "volume_tensor", "working_factor"]
 
 
 def working_factor(shape: tuple[int, ...], max_size: int) -> int:
     return max(1, math.ceil(max(shape) / max_size))
 
 
-def _pool(x: torch.Tensor, factor: int) -> torch.Tensor:
+def pool(x: torch.Tensor, factor: int) -> torch.Tensor:
     """``(C, Z, Y, X)`` averaged over ``factor``^3 blocks (edges padded with their border values)."""
     if factor == 1:
         return x
@@ -53,14 +53,14 @@ def standardized(case: Case) -> torch.Tensor:
 
 def volume_tensor(case: Case, factor: int) -> torch.Tensor:
     """Image channels standardized per channel, pooled by ``factor``: ``(C, Z/f, Y/f, X/f)`` float32."""
-    return _pool(standardized(case), factor).contiguous()
+    return pool(standardized(case), factor).contiguous()
 
 
 def label_tensor(case: Case, factor: int) -> torch.Tensor:
     """Soft one-hot of the foreground labels (fraction of each cell), pooled by ``factor``: ``(L, ...)``."""
     values = sorted(case.schema.foreground.values())
     lab = torch.from_numpy(np.asarray(case.labels, dtype=np.int64))
-    return _pool(torch.stack([(lab == v).float() for v in values]), factor).contiguous()
+    return pool(torch.stack([(lab == v).float() for v in values]), factor).contiguous()
 
 
 def stack_cohort(cohort: Cohort, fn: Callable[[Case], torch.Tensor],
