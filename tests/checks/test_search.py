@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from synthrelease.checks.align import Alignment
@@ -72,3 +73,25 @@ def test_sliced_moves_equal_resampled_moves() -> None:
     moved = shift_view(x, False, (1, 0, -2), -9.0)  # out[i] = in[i + k]: x by +1, z by -2
     assert torch.equal(moved[..., 2:, :, :-1], x[..., :-2, :, 1:])
     assert torch.all(moved[..., :, :, -1] == -9.0) and torch.all(moved[..., :2, :, :] == -9.0)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_polyphase_moves_equal_moving_at_full_resolution(flip: bool) -> None:
+    """Refinement below the pooled grid: pooling a case moved by f*k + r native voxels equals moving the pooled
+    'rest r' phase by k cells, wherever the field of view still holds data."""
+    from synthrelease.checks.align import shift_view
+    from synthrelease.checks.features import pool
+
+    x = torch.randn(1, 8, 8, 8, generator=torch.Generator().manual_seed(0))
+    ones = torch.ones(1, 8, 8, 8)
+    f = 2
+    for s in [(1, 0, 0), (-1, 2, -3), (3, -1, 0), (-2, -2, 1)]:
+        direct, inside = pool(shift_view(x, flip, s, -5.0), f), pool(shift_view(ones, flip, s, 0.0), f)[0] > 0.999
+        eff = (-s[0] if flip else s[0], s[1], s[2])
+        rest = tuple(e % f for e in eff)
+        cells = tuple((e - r) // f for e, r in zip(eff, rest, strict=True))
+        phase_rest = (-rest[0], rest[1], rest[2]) if flip else rest
+        poly = shift_view(pool(shift_view(x, flip, phase_rest, -5.0), f), False, cells, -5.0)  # type: ignore[arg-type]
+        poly_in = shift_view(pool(shift_view(ones, flip, phase_rest, 0.0), f), False, cells, 0.0)[0] > 0.999  # type: ignore[arg-type]
+        assert torch.equal(inside, poly_in) and inside.any()
+        assert torch.allclose(direct[0][inside], poly[0][inside])

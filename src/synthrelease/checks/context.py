@@ -238,6 +238,16 @@ class AuditContext:
             native = standardized(case)
             floor = native.flatten(1).min(dim=1).values[:, None, None, None]
             ones = torch.ones(1, *native.shape[1:])
+            phases: dict[tuple[bool, tuple[int, int, int]], tuple[torch.Tensor, torch.Tensor]] = {}
+
+            def phase(flip: bool, rest: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+                # the case moved by ``rest`` (< f) native voxels, then pooled: any shift f*k + rest is this moved by
+                # k cells (polyphase), so the full-resolution work is done once per (mirror, rest), not per shift
+                if (flip, rest) not in phases:
+                    phases[flip, rest] = (pool(shift_view(native, flip, rest, floor), f),
+                                          pool(shift_view(ones, flip, rest, 0.0), f))
+                return phases[flip, rest]
+
             for r, t in zip(coarse.top_reference[qi].tolist(), coarse.top_transform[qi].tolist(), strict=True):
                 move = align.move(t, shape)
                 if r < 0 or move.shift_xyz is None:
@@ -246,8 +256,13 @@ class AuditContext:
                 rows, masks = [], []
                 for ox, oy, oz in offsets:
                     s = (f * kx + ox, f * ky + oy, f * kz + oz)
-                    rows.append((pool(shift_view(native, move.flip, s, floor), f) - mean).flatten())
-                    masks.append((pool(shift_view(ones, move.flip, s, 0.0), f)[0] > 0.999).float().flatten())
+                    # shift_view mirrors x first and then moves by -s_x: split the move it will make
+                    eff = (-s[0] if move.flip else s[0], s[1], s[2])
+                    rest = (eff[0] % f, eff[1] % f, eff[2] % f)
+                    cells = ((eff[0] - rest[0]) // f, (eff[1] - rest[1]) // f, (eff[2] - rest[2]) // f)
+                    view, inside = phase(move.flip, (-rest[0], rest[1], rest[2]) if move.flip else rest)
+                    rows.append((shift_view(view, False, cells, floor) - mean).flatten())
+                    masks.append((shift_view(inside, False, cells, 0.0)[0] > 0.999).float().flatten())
                 m = torch.stack(masks)
                 q_rows = torch.stack(rows) * m.repeat(1, native.shape[0])
                 best = overlap_ncc_score(m, native.shape[0])(q_rows, ref_rows[r][None]).max()
