@@ -238,16 +238,9 @@ class AuditContext:
             native = standardized(case)
             floor = native.flatten(1).min(dim=1).values[:, None, None, None]
             ones = torch.ones(1, *native.shape[1:])
+            # the case moved by ``rest`` (< f) native voxels, then pooled: a shift f*k + rest is that phase moved by k
+            # cells (polyphase), so the full-resolution work is done once per (mirror, rest), not per shift
             phases: dict[tuple[bool, tuple[int, int, int]], tuple[torch.Tensor, torch.Tensor]] = {}
-
-            def phase(flip: bool, rest: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-                # the case moved by ``rest`` (< f) native voxels, then pooled: any shift f*k + rest is this moved by
-                # k cells (polyphase), so the full-resolution work is done once per (mirror, rest), not per shift
-                if (flip, rest) not in phases:
-                    phases[flip, rest] = (pool(shift_view(native, flip, rest, floor), f),
-                                          pool(shift_view(ones, flip, rest, 0.0), f))
-                return phases[flip, rest]
-
             for r, t in zip(coarse.top_reference[qi].tolist(), coarse.top_transform[qi].tolist(), strict=True):
                 move = align.move(t, shape)
                 if r < 0 or move.shift_xyz is None:
@@ -260,7 +253,11 @@ class AuditContext:
                     eff = (-s[0] if move.flip else s[0], s[1], s[2])
                     rest = (eff[0] % f, eff[1] % f, eff[2] % f)
                     cells = ((eff[0] - rest[0]) // f, (eff[1] - rest[1]) // f, (eff[2] - rest[2]) // f)
-                    view, inside = phase(move.flip, (-rest[0], rest[1], rest[2]) if move.flip else rest)
+                    key = (move.flip, (-rest[0], rest[1], rest[2]) if move.flip else rest)
+                    if key not in phases:
+                        phases[key] = (pool(shift_view(native, key[0], key[1], floor), f),
+                                       pool(shift_view(ones, key[0], key[1], 0.0), f))
+                    view, inside = phases[key]
                     rows.append((shift_view(view, False, cells, floor) - mean).flatten())
                     masks.append((shift_view(inside, False, cells, 0.0)[0] > 0.999).float().flatten())
                 m = torch.stack(masks)
