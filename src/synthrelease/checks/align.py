@@ -7,6 +7,7 @@ the flip land exactly on voxel centres (``align_corners=False``), so a flipped o
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass
@@ -24,6 +25,11 @@ def _rotation(axis: int, degrees: float) -> torch.Tensor:
     r = torch.eye(3, dtype=torch.float64)
     r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
     return r
+
+
+@functools.cache
+def _plan(alignment: Alignment, shape: tuple[int, ...]) -> list[Move]:
+    return alignment._build(shape)
 
 
 def shift_view(x: torch.Tensor, flip: bool, shift_xyz: tuple[int, int, int],
@@ -68,6 +74,10 @@ class Alignment:
     rotations_deg: tuple[float, ...] = (5.0,)
 
     def plan(self, shape: tuple[int, ...]) -> list[Move]:
+        """The moves for a grid of ``shape`` (built once per alignment and shape)."""
+        return _plan(self, tuple(shape[-3:]))
+
+    def _build(self, shape: tuple[int, ...]) -> list[Move]:
         moves: list[Move] = []
         z, y, x = shape[-3:]
         step = torch.tensor([2.0 / x, 2.0 / y, 2.0 / z], dtype=torch.float64)  # one voxel, normalized (x, y, z)

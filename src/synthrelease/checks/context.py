@@ -21,12 +21,11 @@ import torch
 from synthrelease.checks.align import Alignment, shift_view
 from synthrelease.checks.embedding import EmbeddingConfig, cached_encoder
 from synthrelease.checks.features import (
+    fingerprint,
     label_tensor,
     pool,
-    stack_cohort,
     standardized,
     to_cube,
-    volume_tensor,
     working_factor,
 )
 from synthrelease.checks.neighbours import Matches, best_matches, dice_score, overlap_ncc_score
@@ -120,19 +119,38 @@ class AuditContext:
         return np.random.default_rng([self.seed, *salt.encode()])
 
     # -- shared features --------------------------------------------------------------------------------------
+    def _features(self, which: str) -> dict[str, Any]:
+        """Every per-case feature of a cohort, from one pass that loads each case once: pooled standardized
+        volumes, soft label maps, the embedding's input cubes and volume fingerprints."""
+
+        def compute() -> dict[str, Any]:
+            cohort, f, size = self.cohort(which), self.factor, self.settings.embedding.size
+            vols, labs, cubes, prints = [], [], [], []
+            for i, case in enumerate(cohort):
+                z = standardized(case)
+                vols.append(pool(z, f).contiguous())
+                labs.append(label_tensor(case, f))
+                cubes.append(to_cube(z, size))
+                prints.append(fingerprint(z))
+                self.progress(f"load {which}", i + 1, len(cohort))
+            return {"vol": torch.stack(vols), "lab": torch.stack(labs), "cube": torch.stack(cubes),
+                    "print": prints}
+
+        return self.memo(f"features/{which}", compute)
+
     def volumes(self, which: str) -> torch.Tensor:
-        """Standardized volumes ``(N, C, s, s, s)`` on the pixel-comparison cube (``real`` = train then holdout)."""
+        """Standardized volumes ``(N, C, z, y, x)`` pooled by ``factor`` (``real`` = train then holdout)."""
         if which == "real":
             return self.memo("vol/real", lambda: torch.cat([self.volumes("train"), self.volumes("holdout")]))
-        f = self.factor
-        return self.memo(f"vol/{which}", lambda: stack_cohort(
-            self.cohort(which), lambda c: volume_tensor(c, f),
-            lambda d, t: self.progress(f"load {which}", d, t)))
+        return self._features(which)["vol"]
 
     def label_maps(self, which: str) -> torch.Tensor:
-        """Soft one-hot foreground label maps ``(N, L, s, s, s)``."""
-        f = self.factor
-        return self.memo(f"lab/{which}", lambda: stack_cohort(self.cohort(which), lambda c: label_tensor(c, f)))
+        """Soft one-hot foreground label maps ``(N, L, z, y, x)``."""
+        return self._features(which)["lab"]
+
+    def fingerprints(self, which: str) -> list[str]:
+        """``features.fingerprint`` of each case's standardized voxels."""
+        return list(self._features(which)["print"])
 
     def embeddings(self, which: str) -> torch.Tensor:
         """Unit embeddings ``(N, d)`` from the contrastive encoder trained on ``train``, centred on the training
@@ -141,15 +159,12 @@ class AuditContext:
             return self.memo("emb/real", lambda: torch.cat([self.embeddings("train"), self.embeddings("holdout")]))
 
         def compute() -> torch.Tensor:
-            cfg = self.settings.embedding
-            train_in = self.memo("emb-in/train", lambda: stack_cohort(
-                self.train, lambda c: to_cube(standardized(c), cfg.size)))
+            train_in = self._features("train")["cube"]
             encoder = self.memo("encoder", lambda: cached_encoder(
-                train_in, self.cache_dir, cfg, lambda d, t: self.progress("train embedding", d, t)))
-            data = train_in if which == "train" else stack_cohort(self.cohort(which),
-                                                                  lambda c: to_cube(standardized(c), cfg.size))
+                train_in, self.cache_dir, self.settings.embedding,
+                lambda d, t: self.progress("train embedding", d, t)))
             centre = self.memo("emb-centre", lambda: encoder.embed(train_in).mean(dim=0))
-            return torch.nn.functional.normalize(encoder.embed(data) - centre, dim=1)
+            return torch.nn.functional.normalize(encoder.embed(self._features(which)["cube"]) - centre, dim=1)
 
         return self.memo(f"emb/{which}", compute)
 

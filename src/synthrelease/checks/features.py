@@ -9,6 +9,7 @@ The embedding's input is a cube (``to_cube``).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
 
@@ -19,7 +20,8 @@ import torch.nn.functional as F
 from synthrelease.data.case import Case
 from synthrelease.data.cohort import Cohort
 
-__all__ = ["label_tensor", "pool", "stack_cohort", "to_cube", "unit_rows", "volume_tensor", "working_factor"]
+__all__ = ["fingerprint", "label_tensor", "pool", "stack_cohort", "to_cube", "unit_rows", "volume_tensor",
+           "working_factor"]
 
 
 def working_factor(shape: tuple[int, ...], max_size: int) -> int:
@@ -49,6 +51,12 @@ def standardized(case: Case) -> torch.Tensor:
     mean = img.mean(dim=(1, 2, 3), keepdim=True)
     std = img.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
     return (img - mean) / std
+
+
+def fingerprint(z: torch.Tensor) -> str:
+    """sha256 of standardized voxels (4 decimals) and their shape: equal for a copy up to an affine rescale."""
+    rounded = torch.round(z.double(), decimals=4).float().numpy()
+    return hashlib.sha256(rounded.tobytes() + str(tuple(z.shape)).encode()).hexdigest()
 
 
 def volume_tensor(case: Case, factor: int) -> torch.Tensor:

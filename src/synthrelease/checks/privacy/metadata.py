@@ -13,7 +13,6 @@ The report names the file and the kind of identifier found, never the identifier
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import numpy as np
@@ -23,20 +22,11 @@ from synthrelease.checks.context import AuditContext
 from synthrelease.checks.features import unit_rows
 from synthrelease.checks.neighbours import best_matches
 from synthrelease.checks.registry import register
-from synthrelease.data.case import Case
 from synthrelease.data.leakscan import find_strings
 
-__all__ = ["MetadataCheck", "volume_fingerprint"]
+__all__ = ["MetadataCheck"]
 
 MIN_IDENTIFIER_LENGTH = 4  # shorter strings (e.g. "001") match by chance
-
-
-def volume_fingerprint(case: Case) -> str:
-    """sha256 of the standardized voxels (4 decimals) of every channel: equal for a copy up to an affine rescale."""
-    img = np.asarray(case.image, dtype=np.float64)
-    flat = img.reshape(img.shape[0], -1)
-    z = (flat - flat.mean(axis=1, keepdims=True)) / np.maximum(flat.std(axis=1, keepdims=True), 1e-9)
-    return hashlib.sha256(np.round(z, 4).astype(np.float32).tobytes() + str(img.shape).encode()).hexdigest()
 
 
 @register
@@ -56,15 +46,12 @@ class MetadataCheck(Check):
         for f in find_strings(ctx.synthetic_dir, needles):
             findings.append({"kind": "real case id" if f.needle in real_ids else "real-cohort identifier",
                              "file": f.path.relative_to(ctx.synthetic_dir).as_posix(), "compressed": f.inside_gzip})
-        real_prints: dict[str, str] = {}
-        for cohort in (ctx.train, ctx.holdout):
-            for case in cohort:
-                real_prints.setdefault(volume_fingerprint(case), case.case_id)
+        real_prints = {*ctx.fingerprints("train"), *ctx.fingerprints("holdout")}
         exact: set[int] = set()
-        for i, case in enumerate(ctx.synthetic):
-            if volume_fingerprint(case) in real_prints:
+        for i, (case_id, print_) in enumerate(zip(ctx.synthetic.case_ids, ctx.fingerprints("synthetic"), strict=True)):
+            if print_ in real_prints:
                 exact.add(i)
-                findings.append({"kind": "volume identical to a real case", "synthetic": case.case_id})
+                findings.append({"kind": "volume identical to a real case", "synthetic": case_id})
         real = unit_rows(ctx.volumes("real"))
         near = best_matches(ctx.volumes("synthetic"), real, views=lambda x: unit_rows(x)[:, None, :],
                             ref_block=ctx.settings.ref_block).column(0)[0].numpy()
