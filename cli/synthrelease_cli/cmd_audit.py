@@ -46,12 +46,14 @@ def _render(out_: Output, report: dict[str, Any], path: Path) -> None:
               help="Text file, one real-cohort identifier per line, that must not appear in the set.")
 @click.option("--embedding-steps", type=click.IntRange(min=1), default=None,
               help="Training steps of the contrastive encoder (default 150; cached per training set).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes for per-case feature extraction (radiomics).")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
 @click.pass_obj
 def audit(out_: Output, workspace: Path | None, synthetic: str, train_dir: Path | None, holdout_dir: Path | None,
           out_dir: Path | None, only: tuple[str, ...], seed: int, identifiers_file: Path | None,
-          embedding_steps: int | None, as_json: bool) -> None:
-    """Audit a synthetic set: privacy checks now (fidelity and utility join them), metrics into report.json.
+          embedding_steps: int | None, workers: int, as_json: bool) -> None:
+    """Audit a synthetic set: privacy and fidelity checks (utility joins them), metrics into report.json.
 
     \b
     With a workspace:   synthrelease audit WS --synthetic SET            -> WS/audits/SET/report.json
@@ -78,7 +80,7 @@ def audit(out_: Output, workspace: Path | None, synthetic: str, train_dir: Path 
             extra = [ln.strip() for ln in identifiers_file.read_text().splitlines() if ln.strip()]
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"cannot read the identifiers file ({exc})", where=identifiers_file) from None
-    settings = AuditSettings()
+    settings = AuditSettings(workers=workers)
     if embedding_steps is not None:
         settings = replace(settings, embedding=replace(settings.embedding, steps=embedding_steps))
     with out_.progress() as progress:

@@ -130,7 +130,7 @@ def audit_workspace(ws: Workspace, synthetic: str | Path, *, only: Sequence[str]
     def factory(tmp: Path) -> AuditContext:
         return AuditContext(train, holdout, cohort, out_dir=tmp, cache_dir=ws.dir("cache"), seed=seed,
                             synthetic_dir=set_dir, identifiers=identifiers, provenance=_read_provenance(set_dir),
-                            settings=settings, progress=progress)
+                            settings=settings, progress=progress, intensity_reference=ws.intensity_reference)
 
     return _audit(factory, ws.dir("audits") / set_dir.name, set_dir.name, set_dir, only, progress)
 

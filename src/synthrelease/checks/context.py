@@ -29,6 +29,7 @@ from synthrelease.checks.features import (
     working_factor,
 )
 from synthrelease.checks.neighbours import Matches, best_matches, dice_score, overlap_ncc_score
+from synthrelease.checks.rois import IntensityReference, body_from_model, model_image
 from synthrelease.data.case import Case
 from synthrelease.data.cohort import Cohort
 from synthrelease.errors import InputError
@@ -51,6 +52,9 @@ class AuditSettings:
     query_batch: int = 8
     ref_block: int = 512
     max_figures: int = 6
+    workers: int = 1  # processes for per-case feature extraction (radiomics)
+    diversity_max_size: int = 64  # MS-SSIM diversity pools the grid by a whole factor to at most this per axis
+    max_pairs: int = 1000  # diversity: all pairs up to this many, a seeded random subsample (with a CI) above
 
 
 class AuditContext:
@@ -59,7 +63,7 @@ class AuditContext:
     def __init__(self, train: Cohort, holdout: Cohort, synthetic: Cohort, *, out_dir: Path, cache_dir: Path,
                  seed: int = 0, synthetic_dir: Path | None = None, identifiers: tuple[str, ...] = (),
                  provenance: dict[str, Any] | None = None, settings: AuditSettings | None = None,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, intensity_reference: IntensityReference | None = None) -> None:
         self.train, self.holdout, self.synthetic = train, holdout, synthetic
         self.out_dir, self.cache_dir = Path(out_dir), Path(cache_dir)
         self.seed = seed
@@ -67,6 +71,8 @@ class AuditContext:
         self.identifiers = tuple(sorted({i for i in identifiers if i}))
         self.provenance = dict(provenance or {})
         self.settings = settings or AuditSettings()
+        # per-channel values that the model range [-1, 1] maps to (the workspace's); None: modality defaults
+        self.intensity_reference = intensity_reference
         self._progress = progress
         self._memo: dict[str, Any] = {}
         self._validate()
@@ -117,6 +123,19 @@ class AuditContext:
     def rng(self, salt: str) -> np.random.Generator:
         """A generator seeded by the audit seed and a per-use salt (independent streams, same bytes each run)."""
         return np.random.default_rng([self.seed, *salt.encode()])
+
+    def model_image(self, case: Case) -> np.ndarray:
+        """The case's image on the model range ``[-1, 1]`` (``rois.model_image``)."""
+        return model_image(case, self.intensity_reference)
+
+    def model_cases(self, which: str) -> Iterator[tuple[Case, np.ndarray, np.ndarray]]:
+        """``(case, model-range image, body mask)`` of each case of ``train``, ``holdout`` or ``synthetic``,
+        loaded one at a time."""
+        cohort = self.cohort(which)
+        for i, case in enumerate(cohort):
+            image = self.model_image(case)
+            yield case, image, body_from_model(image)
+            self.progress(f"read {which}", i + 1, len(cohort))
 
     # -- shared features --------------------------------------------------------------------------------------
     def _features(self, which: str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ def register(cls: type[Check]) -> type[Check]:
 
 
 def _load_builtin() -> None:
+    import synthrelease.checks.fidelity
     import synthrelease.checks.privacy  # noqa: F401 - registers the privacy checks
 
 
