@@ -93,7 +93,7 @@ def results(make_context: Factory, train: Cohort, holdout: Cohort, others: Cohor
     for label, syn in (("real", others), ("degraded", degraded)):
         ctx = make_context(train, holdout, syn, tmp_path_factory.mktemp(label), cache_dir)
         out[label] = {n: get_check_class(n)().run(ctx)
-                      for n in ("fidelity.intensity", "fidelity.labels", "fidelity.embedding")}
+                      for n in ("fidelity.intensity", "fidelity.labels", "fidelity.embedding", "fidelity.diversity")}
     return out
 
 
@@ -122,6 +122,12 @@ def test_embedding_real_near_floor_degraded_far(results: dict[str, dict[str, Che
     assert real["mmd_p"] > 0.01 and bad["mmd_p"] < 0.01
 
 
+def test_diversity_blurred_set_is_more_alike_than_real(results: dict[str, dict[str, CheckResult]]) -> None:
+    real, bad = _values(results["real"]["fidelity.diversity"]), _values(results["degraded"]["fidelity.diversity"])
+    assert abs(real["ms_ssim_excess"]) < 0.06
+    assert bad["ms_ssim_excess"] > real["ms_ssim_excess"] + 0.05
+
+
 def test_paired_mae_pairs_sets_drawn_on_training_masks(make_context: Factory, train: Cohort, holdout: Cohort,
                                                        others: Cohort, train_masks: Cohort, tmp_path: Path,
                                                        cache_dir: Path) -> None:
@@ -138,6 +144,9 @@ def test_paired_mae_pairs_sets_drawn_on_training_masks(make_context: Factory, tr
     close = _values(_run("fidelity.paired_mae", make_context, train, holdout, near, tmp_path / "c", cache_dir))
     assert close["mae"] < 0.25 * close["mae_between_patients"]
     metric = _run("fidelity.paired_mae", make_context, train, holdout, near, tmp_path / "d", cache_dir).metrics["mae"]
+    blurred = Cohort.from_cases([c.with_(image=np.clip(c.image + 0.3, -1, 1)) for c in near], name="synthetic")
+    worse = _values(_run("fidelity.paired_mae", make_context, train, holdout, blurred, tmp_path / "e", cache_dir))
+    assert worse["mae"] > close["mae"] + 0.1
     assert metric.ci_low is not None and metric.ci_high is not None
     assert metric.ci_low <= metric.value <= metric.ci_high
 
