@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,31 @@ def _render(out_: Output, report: dict[str, Any], path: Path) -> None:
             table.add_row(name if i == 0 else "", "ok" if i == 0 else "", metric, f"{m['value']:.4g}",
                           f"[{ci[0]:.3g}, {ci[1]:.3g}]" if ci else "")
     out_.console.print(table)
-    out_.info(f"report: {path / 'report.json'}")
+    if "verdict" in report:
+        _render_gate(out_, report)
+    out_.info(f"report: {path / 'report.json'}  (HTML: {path / 'report.html'})")
+
+
+def _render_gate(out_: Output, report: dict[str, Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    rules = [r for r in report["rules"] if not r["passed"]]
+    if rules:
+        table = Table(title=f"rules not met (policy {report['policy']['name']})")
+        for col in ("severity", "rule", "value", "why / reason"):
+            table.add_column(col)
+        for r in sorted(rules, key=lambda r: r["severity"] != "fail"):
+            threshold = r["threshold_metric"] or r["threshold"]
+            value = "missing" if r["value"] is None else f"{r['value']:.4g}"
+            table.add_row(r["severity"], escape(f"{r['metric']} {r['op']} {threshold}"), value,
+                          escape(r["reason"] or r["why"]))
+        out_.console.print(table)
+    gate = report["gate"]
+    colour = "green" if report["verdict"] == "pass" else "red"
+    out_.info(f"[bold {colour}]verdict: {report['verdict'].upper()}[/bold {colour}] under policy "
+              f"{report['policy']['name']}: {gate['n_rules'] - gate['n_failed'] - gate['n_warned']} of "
+              f"{gate['n_rules']} rules met, {gate['n_failed']} failed, {gate['n_warned']} warnings")
 
 
 @click.command()
@@ -39,7 +64,11 @@ def _render(out_: Output, report: dict[str, Any], path: Path) -> None:
               help="Without a workspace: real cases the generator never saw (nnU-Net raw folder).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Without a workspace: the audit folder to write (keep it private: it holds real-data figures).")
-@click.option("--only", multiple=True, help="Families or checks to run (privacy, privacy.mia, ...); repeatable.")
+@click.option("--only", multiple=True, help="Families or checks to run (privacy, privacy.mia, ...); repeatable. "
+              "Rules on checks left out fail: a partial audit never passes the gate.")
+@click.option("--policy", "policy_name", default="default", show_default=True,
+              help="Release policy: a shipped name (see 'synthrelease policies') or a TOML file; 'none' reports "
+                   "metrics without a verdict.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of every random choice (subsamples, bootstrap, embedding training).")
 @click.option("--identifiers", "identifiers_file", type=click.Path(path_type=Path), default=None,
@@ -52,12 +81,15 @@ def _render(out_: Output, report: dict[str, Any], path: Path) -> None:
 @click.pass_obj
 def audit(out_: Output, workspace: Path | None, synthetic: str, train_dir: Path | None, holdout_dir: Path | None,
           out_dir: Path | None, only: tuple[str, ...], seed: int, identifiers_file: Path | None,
-          embedding_steps: int | None, workers: int, as_json: bool) -> None:
+          policy_name: str, embedding_steps: int | None, workers: int, as_json: bool) -> None:
     """Audit a synthetic set: privacy and fidelity checks (utility joins them), metrics into report.json.
 
     \b
     With a workspace:   synthrelease audit WS --synthetic SET            -> WS/audits/SET/report.json
     Without:            synthrelease audit --train DIR --holdout DIR --synthetic DIR --out DIR
+
+    The audit folder also holds report.html, junit.xml, summary.md and the policy used. Exit code: 0 the gate
+    passed (or --policy none), 1 it failed, 2 bad input.
     """
     from dataclasses import replace
 
@@ -74,6 +106,9 @@ def audit(out_: Output, workspace: Path | None, synthetic: str, train_dir: Path 
     if workspace is not None and any(p is not None for p in free):
         raise InputError("give either a workspace or --train/--holdout/--out, not both")
     select_checks(only)  # unknown --only fails before any work
+    from synthrelease.policy import load_policy
+
+    policy = None if policy_name.lower() == "none" else load_policy(policy_name)  # a bad policy too
     extra: list[str] = []
     if identifiers_file is not None:
         try:
@@ -86,11 +121,12 @@ def audit(out_: Output, workspace: Path | None, synthetic: str, train_dir: Path 
     with out_.progress() as progress:
         if workspace is not None:
             outcome = audit_workspace(Workspace(workspace), synthetic, only=only, seed=seed, extra_identifiers=extra,
-                                      settings=settings, progress=progress)
+                                      settings=settings, progress=progress, policy=policy)
         else:
             assert train_dir and holdout_dir and out_dir
             outcome = audit_directories(train_dir, holdout_dir, Path(synthetic), out_dir, only=only, seed=seed,
-                                        extra_identifiers=extra, settings=settings, progress=progress)
+                                        extra_identifiers=extra, settings=settings, progress=progress,
+                                        policy=policy)
     _render(out_, outcome.report, outcome.path)
     errors = outcome.report["summary"]["error"]
     if errors:
@@ -99,3 +135,35 @@ def audit(out_: Output, workspace: Path | None, synthetic: str, train_dir: Path 
         out_.result_json(outcome.report)
     else:
         click.echo(str(outcome.path / "report.json"))
+    if outcome.gate is not None and not outcome.gate.passed:
+        sys.exit(1)
+
+
+@click.command()
+@click.argument("name", required=False)
+@click.pass_obj
+def policies(out_: Output, name: str | None) -> None:
+    """List the shipped release policies, or print one (NAME: a shipped name or a TOML file; validated)."""
+    from synthrelease.policy import load_policy
+    from synthrelease.resources import list_policies
+
+    if name is not None:
+        policy = load_policy(name)
+        click.echo(policy.text.rstrip("\n"))
+        out_.info(f"{policy.name}: {len(policy.rules)} rules, sha256 {policy.sha256[:16]}..., "
+                  f"{'release policy' if policy.release else 'NOT a release policy (export refuses its sets)'}")
+        return
+    from rich.table import Table
+
+    table = Table(title="release policies")
+    for col in ("name", "release", "fail rules", "warn rules", "description"):
+        table.add_column(col)
+    for n in list_policies():
+        p = load_policy(n)
+        table.add_row(p.name, "yes" if p.release else "no", str(sum(r.severity == "fail" for r in p.rules)),
+                      str(sum(r.severity == "warn" for r in p.rules)), p.description)
+    if out_.quiet:
+        for n in list_policies():
+            click.echo(n)
+    else:
+        out_.console.print(table)

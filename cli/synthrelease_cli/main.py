@@ -67,7 +67,7 @@ def _register() -> None:
     from synthrelease_cli import cmd_audit, cmd_data, cmd_demo, cmd_generate
 
     for command in (cmd_data.phantoms, cmd_data.ingest, cmd_data.info, cmd_generate.train, cmd_generate.sample,
-                    cmd_audit.audit, cmd_demo.demo):
+                    cmd_audit.audit, cmd_audit.policies, cmd_demo.demo):
         cli.add_command(command)
 
 

@@ -31,7 +31,7 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_audit_workspace_set_writes_report(ws: Path) -> None:
     res = run("--quiet", "audit", ws, "--synthetic", "copies", "--only", "privacy.memorization",
-              "--only", "privacy.metadata", "--embedding-steps", 5)
+              "--only", "privacy.metadata", "--embedding-steps", 5, "--policy", "none")
     assert res.exit_code == 0, res.output
     path = ws / "audits" / "copies" / "report.json"
     assert res.stdout.strip() == str(path)
@@ -56,7 +56,7 @@ def test_audit_json_and_workspace_free_form(ws: Path, tmp_path: Path) -> None:
                      channel_names=w.channel_names)
     res = run("--quiet", "audit", "--train", tmp_path / "train", "--holdout", tmp_path / "holdout",
               "--synthetic", ws / "synthetic" / "copies", "--out", tmp_path / "out", "--only", "privacy.dcr",
-              "--json", "--embedding-steps", 5)
+              "--json", "--embedding-steps", 5, "--policy", "none")
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     assert 0.0 <= report["metrics"]["privacy.dcr.overfitting_p"] <= 1.0
@@ -85,16 +85,18 @@ def test_audit_as_a_subprocess(ws: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "synthrelease_cli", "--quiet", "audit", str(ws), "--synthetic",
                            "copies", "--only", "privacy.mask_memorization", "--embedding-steps", "5"],
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    # a partial audit of copies under the default policy: the gate fails, which CI reads from the exit code
+    assert proc.returncode == 1, proc.stderr
     report = json.loads(Path(proc.stdout.strip()).read_text())
     assert report["metrics"]["privacy.mask_memorization.flagged_fraction"] >= 0.9
+    assert report["verdict"] == "fail"
 
 
 def test_audit_fidelity_compares_a_hu_set_with_the_workspace_on_one_scale(ws: Path) -> None:
     # sampled sets are written in HU, real cases in the model range: copies of training patients must still score as
     # real on intensity (a scale mix-up would put every region's Wasserstein distance near 1)
     res = run("--quiet", "audit", ws, "--synthetic", "copies", "--only", "fidelity.intensity",
-              "--only", "fidelity.labels", "--only", "fidelity.paired_mae")
+              "--only", "fidelity.labels", "--only", "fidelity.paired_mae", "--policy", "none")
     assert res.exit_code == 0, res.output
     report = json.loads((ws / "audits" / "copies" / "report.json").read_text())
     metrics = report["metrics"]
@@ -103,3 +105,33 @@ def test_audit_fidelity_compares_a_hu_set_with_the_workspace_on_one_scale(ws: Pa
     # but the check must run or skip with its reason, never error
     assert report["checks"]["fidelity.paired_mae"]["status"] in ("ok", "skipped")
     assert "fidelity.labels.ks_tumour_volume" in metrics
+
+
+def test_audit_gate_fails_a_copycat_set_on_thin_evidence_and_memorization(ws: Path) -> None:
+    res = run("audit", ws, "--synthetic", "copies", "--embedding-steps", 5)
+    assert res.exit_code == 1, res.output  # the gate failed: exit 1, not an error
+    folder = ws / "audits" / "copies"
+    report = json.loads((folder / "report.json").read_text())
+    assert report["verdict"] == "fail" and report["policy"]["name"] == "default"
+    failed = set(report["gate"]["failed"])
+    assert {"integrity.cohort.n_holdout", "privacy.memorization.flagged_fraction"} <= failed
+    assert "utility.segmentation.dice_ratio" in failed  # no utility check ran: missing is not a pass
+    rule = next(r for r in report["rules"] if r["metric"] == "integrity.cohort.n_holdout")
+    assert rule["value"] == 4 and rule["reason"] == "4 is not >= 20"
+    for name in ("report.html", "junit.xml", "summary.md", "policy.toml"):
+        assert (folder / name).is_file(), name
+    assert (folder / "policy.toml").read_text().startswith("# The default release policy")
+    assert "verdict: FAIL" in res.stderr
+
+
+def test_policies_lists_and_shows_and_rejects(tmp_path: Path) -> None:
+    res = run("--quiet", "policies")
+    assert res.exit_code == 0 and res.stdout.split() == ["default", "strict", "study"]
+    res = run("policies", "study")
+    assert res.exit_code == 0 and "release = false" in res.stdout and "NOT a release policy" in res.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "b"\n[[rule]]\nmetric = "a.b.c"\nop = "=>"\nthreshold = 1\nwhy = "w"\n')
+    res = run("policies", bad)
+    assert res.exit_code == 2 and f"{bad}:4" in res.stderr and "op '=>'" in res.stderr
+    res = run("audit", tmp_path / "nows", "--synthetic", "x", "--policy", bad)
+    assert res.exit_code == 2

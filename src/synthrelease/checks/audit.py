@@ -21,6 +21,8 @@ from synthrelease.checks.registry import select_checks
 from synthrelease.data.nnunet import read_nnunet
 from synthrelease.data.workspace import Workspace
 from synthrelease.errors import InputError
+from synthrelease.policy import GateResult, Policy, apply_gate, evaluate, load_policy
+from synthrelease.report import write_reports
 from synthrelease.runtime.fs import atomic_directory
 
 __all__ = ["SCHEMA_VERSION", "AuditOutcome", "audit_directories", "audit_workspace", "run_checks", "set_sha256"]
@@ -34,6 +36,11 @@ class AuditOutcome:
     path: Path  # the audit folder
     report: dict[str, Any]
     results: tuple[CheckResult, ...]
+    gate: GateResult | None = None  # None when audited without a policy
+
+    @property
+    def passed(self) -> bool | None:
+        return None if self.gate is None else self.gate.passed
 
 
 def set_sha256(root: Path) -> str:
@@ -84,15 +91,28 @@ def build_report(ctx: AuditContext, results: Sequence[CheckResult], set_name: st
     }
 
 
+def _resolve_policy(policy: str | Path | Policy | None) -> Policy | None:
+    if policy is None or isinstance(policy, Policy):
+        return policy
+    return load_policy(policy)
+
+
 def _audit(ctx_factory: Callable[[Path], AuditContext], target: Path, set_name: str, set_dir: Path | None,
-           only: Sequence[str], progress: Progress | None) -> AuditOutcome:
+           only: Sequence[str], progress: Progress | None, policy: str | Path | Policy | None) -> AuditOutcome:
     checks = select_checks(only)  # unknown names fail before anything is written
+    rules = _resolve_policy(policy)  # so does a bad policy
+    gate = None
     with atomic_directory(target, replace=True) as tmp:
         ctx = ctx_factory(tmp)
         results = run_checks(ctx, checks, progress)
         report = build_report(ctx, results, set_name, set_sha256(set_dir) if set_dir else "")
+        if rules is not None:
+            gate = evaluate(rules, report)
+            report = apply_gate(report, gate)
+            (tmp / "policy.toml").write_text(rules.text)
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    return AuditOutcome(target, report, tuple(results))
+        write_reports(tmp, report)
+    return AuditOutcome(target, report, tuple(results), gate)
 
 
 def _read_provenance(set_dir: Path) -> dict[str, Any]:
@@ -116,8 +136,9 @@ def _workspace_identifiers(ws: Workspace) -> tuple[str, ...]:
 
 def audit_workspace(ws: Workspace, synthetic: str | Path, *, only: Sequence[str] = (), seed: int = 0,
                     settings: AuditSettings | None = None, extra_identifiers: Sequence[str] = (),
-                    progress: Progress | None = None) -> AuditOutcome:
-    """Audit a set of the workspace (a name under ``synthetic/``) or an nnU-Net raw folder into ``audits/<set>``."""
+                    progress: Progress | None = None, policy: str | Path | Policy | None = "default") -> AuditOutcome:
+    """Audit a set of the workspace (a name under ``synthetic/``) or an nnU-Net raw folder into ``audits/<set>``,
+    judged by ``policy`` (a shipped name, a TOML path, a ``Policy``; None: metrics only, no verdict)."""
     named = ws.dir("synthetic") / str(synthetic)
     set_dir = named if isinstance(synthetic, str) and "/" not in synthetic and named.is_dir() else Path(synthetic)
     if not set_dir.is_dir():
@@ -132,12 +153,13 @@ def audit_workspace(ws: Workspace, synthetic: str | Path, *, only: Sequence[str]
                             synthetic_dir=set_dir, identifiers=identifiers, provenance=_read_provenance(set_dir),
                             settings=settings, progress=progress, intensity_reference=ws.intensity_reference)
 
-    return _audit(factory, ws.dir("audits") / set_dir.name, set_dir.name, set_dir, only, progress)
+    return _audit(factory, ws.dir("audits") / set_dir.name, set_dir.name, set_dir, only, progress, policy)
 
 
 def audit_directories(train_dir: Path, holdout_dir: Path, synthetic_dir: Path, out: Path, *,
                       only: Sequence[str] = (), seed: int = 0, settings: AuditSettings | None = None,
-                      extra_identifiers: Sequence[str] = (), progress: Progress | None = None) -> AuditOutcome:
+                      extra_identifiers: Sequence[str] = (), progress: Progress | None = None,
+                      policy: str | Path | Policy | None = "default") -> AuditOutcome:
     """Workspace-free audit of any synthetic set: three nnU-Net raw folders; results (and cache) under ``out``."""
     train = read_nnunet(train_dir, name="train")
     holdout = read_nnunet(holdout_dir, name="holdout")
@@ -154,4 +176,4 @@ def audit_directories(train_dir: Path, holdout_dir: Path, synthetic_dir: Path, o
                             synthetic_dir=Path(synthetic_dir), identifiers=tuple(extra_identifiers),
                             provenance=_read_provenance(Path(synthetic_dir)), settings=settings, progress=progress)
 
-    return _audit(factory, out, Path(synthetic_dir).name, Path(synthetic_dir), only, progress)
+    return _audit(factory, out, Path(synthetic_dir).name, Path(synthetic_dir), only, progress, policy)

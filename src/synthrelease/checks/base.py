@@ -83,11 +83,16 @@ class CheckResult:
     evidence: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
     seconds: float = 0.0
+    # skipped because the risk or property it measures is absent from these data (e.g. no face in view), not because
+    # it could not run: a policy rule may let such a skip pass (``not_applicable = "pass"``); nothing else passes
+    not_applicable: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", Status(self.status))
         if self.status is Status.OK and self.reason:
             raise ValueError("an ok result carries no reason")
+        if self.not_applicable and self.status is not Status.SKIPPED:
+            raise ValueError("only a skipped result can be not applicable")
         if self.status is not Status.OK and (self.metrics or not self.reason):
             raise ValueError(f"a {self.status.value} result needs a reason and carries no metrics")
 
@@ -110,16 +115,24 @@ class CheckResult:
                              "metrics": {k: m.to_dict() for k, m in self.metrics.items()}, "evidence": self.evidence}
         if self.reason:
             d["reason"] = self.reason
+        if self.not_applicable:
+            d["not_applicable"] = True
         return d
 
     @classmethod
     def from_dict(cls, name: str, d: dict[str, Any]) -> CheckResult:
         return cls(name, Status(d["status"]), {k: Metric.from_dict(v) for k, v in d.get("metrics", {}).items()},
-                   dict(d.get("evidence", {})), d.get("reason"), float(d.get("seconds", 0.0)))
+                   dict(d.get("evidence", {})), d.get("reason"), float(d.get("seconds", 0.0)),
+                   bool(d.get("not_applicable", False)))
 
 
 class Skip(Exception):
-    """Raised inside ``Check.compute`` when the check does not apply (the reason goes into the report)."""
+    """Raised inside ``Check.compute`` when the check cannot run on these data (the reason goes into the report).
+    ``not_applicable=True`` says more: what the check measures is absent (no face in view: nothing to re-identify)."""
+
+    def __init__(self, reason: str, *, not_applicable: bool = False) -> None:
+        super().__init__(reason)
+        self.not_applicable = not_applicable
 
 
 class Check(ABC):
@@ -145,7 +158,8 @@ class Check(ABC):
         try:
             metrics, evidence = self.compute(ctx)
         except Skip as exc:
-            return CheckResult(self.name, Status.SKIPPED, reason=str(exc), seconds=time.perf_counter() - start)
+            return CheckResult(self.name, Status.SKIPPED, reason=str(exc), seconds=time.perf_counter() - start,
+                               not_applicable=exc.not_applicable)
         except (SynthReleaseError, ValueError, RuntimeError, OSError, MemoryError) as exc:
             log.debug("check %s failed", self.name, exc_info=True)
             return CheckResult(self.name, Status.ERROR, reason=f"{type(exc).__name__}: {exc}",

@@ -25,8 +25,10 @@ def register(cls: type[Check]) -> type[Check]:
 
 
 def _load_builtin() -> None:
+    """Import the built-in check modules, which register their checks."""
     import synthrelease.checks.fidelity
-    import synthrelease.checks.privacy  # noqa: F401 - registers the privacy checks
+    import synthrelease.checks.integrity
+    import synthrelease.checks.privacy  # noqa: F401
 
 
 def check_names() -> list[str]:

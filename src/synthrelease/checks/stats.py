@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
-__all__ = ["auc_with_ci", "bootstrap_ci", "frechet_distance", "gaussian_frechet", "median_bandwidth",
+__all__ = ["auc_with_ci", "binomial_ci", "bootstrap_ci", "frechet_distance", "gaussian_frechet", "median_bandwidth",
            "mmd_permutation_p", "mmd_rbf", "tpr_at_fpr"]
 
 
@@ -21,6 +21,14 @@ def bootstrap_ci(values: np.ndarray, stat: Callable[[np.ndarray], float], *, see
     stats = np.array([stat(values[rng.integers(0, n, n)]) for _ in range(n_boot)])
     alpha = (1 - level) / 2
     return float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha))
+
+
+def binomial_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) interval of a proportion ``k / n``."""
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=level, method="exact")
+    return float(ci.low), float(ci.high)
 
 
 def _auc(members: np.ndarray, others: np.ndarray) -> float:

@@ -60,12 +60,13 @@ class ReidentificationCheck(Check):
         gallery, gallery_ids, g_reasons = ctx.memo("faces/train", lambda: _faces(ctx.train))
         if len(gallery) < MIN_FACES:
             raise Skip(f"only {len(gallery)} of {len(ctx.train)} training cases show a face in view "
-                       f"({'; '.join(f'{k}: {v}' for k, v in sorted(g_reasons.items()))})")
+                       f"({'; '.join(f'{k}: {v}' for k, v in sorted(g_reasons.items()))})",
+                       not_applicable=len(gallery) == 0)  # no training face at all: no face to re-identify
         probes, probe_ids, s_reasons = _faces(ctx.synthetic)
         holdout, _, _ = ctx.memo("faces/holdout", lambda: _faces(ctx.holdout))
         if not probes or len(holdout) < 2:
             raise Skip(f"{len(probes)} synthetic and {len(holdout)} holdout cases show a face in view; "
-                       "re-identification needs faces on both sides")
+                       "re-identification needs faces on both sides", not_applicable=len(probes) == 0)
         threshold = gallery_threshold(face_similarity(gallery, gallery))
         rate, nearest, sims = rank1_rate(face_similarity(probes, gallery), threshold)
         base, _, _ = rank1_rate(face_similarity(holdout, gallery), threshold)
