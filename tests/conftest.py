@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,3 +43,106 @@ def _tiny_case(case_id: str = "c000", *, shape: tuple[int, int, int] = (16, 18, 
 def make_case() -> Callable[..., Case]:
     """Factory: ``make_case("id", shape=..., modality="CT"|"MR", seed=...)``."""
     return _tiny_case
+
+
+# -- release packages (tests/release, tests/cli/test_release_cli.py) ------------------------------------------------
+
+RELEASE_POLICY = """name = "test-release"
+description = "test fixture: a release policy gating on identifiers only"
+release = {release}
+
+[[rule]]
+metric = "privacy.metadata.n_findings"
+op = "<="
+threshold = {threshold}
+severity = "fail"
+why = "no identifier of the real cohort in the set"
+"""
+
+
+@dataclass(frozen=True)
+class ReleaseWorkspace:
+    """A tiny CT workspace with sets in every release state (see ``release_ws``), a key pair, and real ids."""
+
+    root: Path
+    key: Path
+    public_key: Path
+    real_ids: tuple[str, ...]  # case pseudonyms and source names of the real cohort
+
+    def policy(self, *, release: bool = True, threshold: float = 0.0) -> Path:
+        path = self.root.parent / f"policy-{release}-{threshold}.toml"
+        path.write_text(RELEASE_POLICY.format(release=str(release).lower(), threshold=threshold))
+        return path
+
+
+def _write_releasable_set(ws: Any, donor: Any, name: str) -> Path:
+    """A non-copycat set: another cohort's phantoms on this workspace's grid and scale, with ldm provenance (a real
+    ldm run is too slow for a fixture)."""
+    import json
+
+    from synthrelease.data.nnunet import dataset_json, write_nnunet_case
+    from synthrelease.data.preprocess import from_model_range
+
+    out = ws.dir("synthetic") / name
+    low, high = ws.intensity_reference
+    cases = list(donor.real())
+    for i, case in enumerate(cases):
+        write_nnunet_case(case.with_(case_id=f"syn{i:04d}", image=from_model_range(case.image, low, high)), out)
+    data = dataset_json(name=name, schema=ws.schema, modality=ws.modality, channel_names=ws.channel_names,
+                        n_cases=len(cases))
+    (out / "dataset.json").write_text(json.dumps(data, indent=2) + "\n")
+    provenance = {"synthrelease_version": "0.1.0", "generator": "ldm", "run": "run-of-the-steward",
+                  "negative_control": False, "config_sha256": "a" * 64, "checkpoint_sha256": "b" * 64, "seed": 7,
+                  "n": len(cases), "batch": 8, "sampler": None, "steps": None, "min_component": 0,
+                  "grid": {"shape_zyx": [16, 16, 16]}, "mode": "joint", "mask_source": "joint"}
+    (out / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    return out
+
+
+@pytest.fixture(scope="session")
+def release_ws(tmp_path_factory: pytest.TempPathFactory) -> ReleaseWorkspace:
+    """Sets of one workspace: ``good`` (audited, passes a release policy; the memorization check left real-data
+    figures in its audit folder), ``study`` (passes a policy with release = false), ``failing`` (verdict fail),
+    ``stale`` (changed after its audit), ``unaudited``, ``copies`` (copycat negative control, audited)."""
+    import json
+    import shutil
+    from dataclasses import replace
+
+    from click.testing import CliRunner
+
+    from synthrelease.checks import AuditSettings
+    from synthrelease.checks.audit import audit_workspace
+    from synthrelease.data.ingest import IngestOptions, ingest
+    from synthrelease.data.phantoms.cohort import write_phantom_cohort
+    from synthrelease.release import generate_keypair
+    from synthrelease_cli.main import cli
+
+    root = tmp_path_factory.mktemp("release")
+    options = IngestOptions(seed=0, holdout=0.34, keep_id_map=True)
+    src = write_phantom_cohort(root / "src", modality="ct", cases=6, shape=16, seed=0, fmt="nnunet")
+    ws = ingest(src, root / "ws", modality="ct", options=options)
+    donor_src = write_phantom_cohort(root / "donor-src", modality="ct", cases=3, shape=16, seed=99, fmt="nnunet")
+    donor = ingest(donor_src, root / "donor", modality="ct", options=options)
+    assert donor.config["preprocessing"]["target_shape"] == ws.config["preprocessing"]["target_shape"]
+    fixture = ReleaseWorkspace(ws.root, *generate_keypair(root / "publisher.key"),
+                               real_ids=(*ws.splits.train, *ws.splits.holdout,
+                                         *[e["source"] for e in json.loads((ws.root / "id_map.json").read_text())
+                                           .values()]))
+    settings = AuditSettings()
+    settings = replace(settings, embedding=replace(settings.embedding, steps=3))
+    good = _write_releasable_set(ws, donor, "good")
+    for name in ("study", "failing", "stale", "unaudited"):
+        shutil.copytree(good, ws.dir("synthetic") / name)
+    audit_workspace(ws, "good", only=["privacy.metadata", "privacy.memorization"], settings=settings,
+                    policy=fixture.policy())
+    for name, policy in (("study", fixture.policy(release=False)), ("failing", fixture.policy(threshold=-1)),
+                         ("stale", fixture.policy())):
+        audit_workspace(ws, name, only=["privacy.metadata"], policy=policy)
+    (ws.dir("synthetic") / "stale" / "dataset.json").write_text(
+        (ws.dir("synthetic") / "stale" / "dataset.json").read_text().replace('"name"', '"name" ', 1))
+    run = CliRunner()
+    assert run.invoke(cli, ["train", str(ws.root), "--generator", "copycat", "--name", "cc"]).exit_code == 0
+    res = run.invoke(cli, ["sample", str(ws.root), "--model", "cc", "--n", "3", "--seed", "1", "--name", "copies"])
+    assert res.exit_code == 0, res.output
+    audit_workspace(ws, "copies", only=["privacy.metadata"], policy=fixture.policy())
+    return fixture

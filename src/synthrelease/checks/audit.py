@@ -25,7 +25,8 @@ from synthrelease.policy import GateResult, Policy, apply_gate, evaluate, load_p
 from synthrelease.report import write_reports
 from synthrelease.runtime.fs import atomic_directory
 
-__all__ = ["SCHEMA_VERSION", "AuditOutcome", "audit_directories", "audit_workspace", "run_checks", "set_sha256"]
+__all__ = ["SCHEMA_VERSION", "AuditOutcome", "audit_directories", "audit_workspace", "run_checks", "set_sha256",
+           "workspace_identifiers"]
 
 SCHEMA_VERSION = 1
 Progress = Callable[[str, int, int], None]
@@ -125,7 +126,9 @@ def _read_provenance(set_dir: Path) -> dict[str, Any]:
         raise InputError("is not valid JSON", where=path, fix="repair it or remove it") from None
 
 
-def _workspace_identifiers(ws: Workspace) -> tuple[str, ...]:
+def workspace_identifiers(ws: Workspace) -> tuple[str, ...]:
+    """What may identify a real patient of the workspace: case pseudonyms and, when kept, the source ids and names
+    of ``id_map.json`` (the metadata check and export search for them)."""
     ids = [*ws.splits.train, *ws.splits.holdout]
     id_map = ws.root / "id_map.json"
     if id_map.is_file():
@@ -146,7 +149,7 @@ def audit_workspace(ws: Workspace, synthetic: str | Path, *, only: Sequence[str]
                          where=ws.dir("synthetic"), fix="run 'synthrelease sample' first or give a folder path")
     cohort = read_nnunet(set_dir, name="synthetic")
     train, holdout = ws.train(), ws.holdout()
-    identifiers = (*_workspace_identifiers(ws), *extra_identifiers)
+    identifiers = (*workspace_identifiers(ws), *extra_identifiers)
 
     def factory(tmp: Path) -> AuditContext:
         return AuditContext(train, holdout, cohort, out_dir=tmp, cache_dir=ws.dir("cache"), seed=seed,
