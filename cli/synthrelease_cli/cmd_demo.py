@@ -13,26 +13,30 @@ from synthrelease_cli.output import Output
 @click.option("--modality", type=click.Choice(["ct", "mri"], case_sensitive=False), default="ct", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("synthrelease-demo"), show_default=True,
               help="Demo folder (a previous demo folder there is replaced).")
-@click.option("--cases", "n_cases", type=click.IntRange(min=4), default=12, show_default=True)
+@click.option("--cases", "n_cases", type=click.IntRange(min=4), default=60, show_default=True,
+              help="Phantom patients (at least 20 are held out when the cohort allows: the default policy needs them).")
+@click.option("--samples", "n_samples", type=click.IntRange(min=1), default=40, show_default=True,
+              help="Synthetic cases to sample and audit.")
 @click.option("--shape", type=click.IntRange(min=16, max=256), default=32, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--train-steps", type=click.IntRange(min=0), default=600, show_default=True,
               help="Latent diffusion training steps (0 skips training and sampling).")
 @click.option("--json", "as_json", is_flag=True, help="Print the demo summary as JSON on stdout.")
 @click.pass_obj
-def demo(out_: Output, modality: str, out: Path, n_cases: int, shape: int, seed: int, train_steps: int,
-         as_json: bool) -> None:
-    """Run the built-in demo: phantom patients with fake PHI -> ingest -> PHI search -> train -> sample -> audit.
+def demo(out_: Output, modality: str, out: Path, n_cases: int, n_samples: int, shape: int, seed: int,
+         train_steps: int, as_json: bool) -> None:
+    """Run the built-in demo: phantom patients with fake PHI -> ingest -> PHI search -> train -> sample -> audit
+    under the default policy -> export + verify when the gate passes -> the same audit of a copycat control.
 
-    CT phantoms are written as DICOM (+ RTSTRUCT), MRI phantoms in the BraTS layout. The sampled set is audited
-    for privacy beside a copycat negative control (copies of training patients). Gate and export join as they land.
+    CT phantoms are written as DICOM (+ RTSTRUCT), MRI phantoms in the BraTS layout. Exit code 1 if a planted
+    identifier reaches the workspace or the gate lets the copycat control through.
     """
     from synthrelease.demo import run_demo
     from synthrelease_cli.cmd_data import render_summary
 
     with out_.progress() as progress:
         summary = run_demo(out, modality=modality, cases=n_cases, shape=shape, seed=seed, train_steps=train_steps,
-                           info=out_.info, progress=progress)
+                           n_samples=n_samples, info=out_.info, progress=progress)
     leaks = summary["deidentification"]["found_in_workspace"]
     if as_json:
         out_.result_json(summary)
@@ -46,9 +50,15 @@ def demo(out_: Output, modality: str, out: Path, n_cases: int, shape: int, seed:
             present = ", ".join(f"{k} in {v}/{syn['n_cases']}" for k, v in syn["cases_with_label"].items())
             click.echo(f"trained ldm for {summary['training']['steps']} steps in {summary['training']['seconds']} s; "
                        f"sampled {syn['n_cases']} synthetic cases into {syn['path']} ({present})")
-        for set_name, metrics in summary.get("audit", {}).items():
-            shown = ", ".join(f"{k.removeprefix('privacy.')} {v:.3g}" for k, v in metrics.items() if v is not None)
-            click.echo(f"privacy audit of {set_name}: {shown}")
+        for set_name, audit in summary.get("audit", {}).items():
+            failed = "; ".join(f"{r['metric']} ({r['reason']})" for r in audit["failed_rules"])
+            click.echo(f"audit of {set_name}: {audit['verdict'].upper()}" + (f": failed {failed}" if failed else ""))
+            click.echo(f"  report: {audit['report_html']}")
+        if "release" in summary:
+            rel = summary["release"]
+            state = "valid" if rel["verified"] else "INVALID: " + "; ".join(rel["problems"])
+            click.echo(f"package: {rel['package']} ({rel['n_files']} files, signed; verify: {state})")
         click.echo(f"demo folder: {summary['demo_folder']}")
-    if leaks:
+    control = summary.get("audit", {}).get("copycat-control")
+    if leaks or (control is not None and control["verdict"] != "fail"):
         raise SystemExit(1)

@@ -1,9 +1,9 @@
 """The built-in demo release on phantom data: every stage that exists, end to end, in one folder.
 
 phantoms (fake patients with planted PHI) -> ingest (de-identify, pseudonymize, preprocess, split) -> PHI search of
-the workspace -> train a latent diffusion model -> sample a synthetic cohort -> privacy audit of that set beside a
-copycat negative control (copies of training patients, which the audit must flag) -> summary. The gate and export
-stages join as they land.
+the workspace -> train a latent diffusion model -> sample a synthetic cohort -> full audit under the default
+policy -> (gate passed) signed package exported and verified -> the same audit of a copycat negative control
+(copies of training patients), on which the gate must close -> summary.
 """
 
 from __future__ import annotations
@@ -41,46 +41,74 @@ def _synthetic_summary(path: Path) -> dict[str, Any]:
             "provenance": json.loads((path / "provenance.json").read_text())}
 
 
-AUDIT_METRICS = ("privacy.memorization.flagged_fraction", "privacy.mask_memorization.flagged_fraction",
-                 "privacy.dcr.overfitting_p", "privacy.mia.auc", "privacy.reidentification.rank1_rate",
-                 "privacy.reidentification.baseline_rate", "privacy.metadata.n_findings")
+HEADLINE = ("integrity.cohort.n_holdout", "privacy.memorization.flagged_fraction",
+            "privacy.mask_memorization.flagged_fraction", "privacy.dcr.overfitting_p", "privacy.mia.auc",
+            "privacy.mia.auc_ci_high", "privacy.metadata.n_findings", "fidelity.diversity.ms_ssim_excess",
+            "fidelity.radiomics.classifier_auc", "utility.segmentation.dice_ratio")
 
 
-def _audit_with_control(ws: Workspace, set_name: str, n: int, seed: int,
-                        progress: Progress | None) -> dict[str, dict[str, float | None]]:
-    """Privacy audits of the sampled set and of a copycat control set of the same size: headline metrics."""
+def _audit_summary(ws: Workspace, name: str, seed: int, progress: Progress | None) -> dict[str, Any]:
+    """The full audit of a set under the ``default`` policy: verdict, failed rules, headline metrics, report path."""
     from synthrelease.checks.audit import audit_workspace
+
+    outcome = audit_workspace(ws, name, seed=seed, policy="default", progress=progress)
+    report = outcome.report
+    return {"verdict": report["verdict"], "report_html": str(outcome.path / "report.html"),
+            "failed_rules": [{"metric": r["metric"], "value": r["value"], "reason": r["reason"]}
+                             for r in report["rules"] if not r["passed"] and r["severity"] == "fail"],
+            "warnings": [r["metric"] for r in report["rules"] if not r["passed"] and r["severity"] == "warn"],
+            "metrics": {m: report["metrics"].get(m) for m in HEADLINE}}
+
+
+def _export_and_verify(ws: Workspace, name: str, out: Path, seed: int) -> dict[str, Any]:
+    """Sign the package with a fresh demo key, export it atomically and verify it with the public key."""
+    from synthrelease.release import export_package, generate_keypair, verify_package
+
+    private, public = generate_keypair(out / "demo-signing-key.pem")
+    package = out / "package" / "synthrelease-demo"
+    package.parent.mkdir()
+    exported = export_package(ws, name, package, key=private, tar=True, date="2026-01-01")
+    result = verify_package(package, key=public)
+    return {"package": str(package), "tarball": str(exported.tarball), "public_key": str(public),
+            "n_files": exported.n_files, "verified": result.valid, "problems": result.lines()}
+
+
+def _copycat_control(ws: Workspace, n: int, seed: int, progress: Progress | None) -> dict[str, Any]:
+    """A copycat negative control (perturbed copies of training patients), audited the same way: the gate must
+    close on it."""
     from synthrelease.generators.runs import train_run
     from synthrelease.generators.sampling import sample_set
 
     train_run(ws, "copycat", name="copycat-control")
     sample_set(ws, "copycat-control", n=n, seed=seed + 2, name="copycat-control")
-    out: dict[str, dict[str, float | None]] = {}
-    for name in (set_name, "copycat-control"):
-        report = audit_workspace(ws, name, only=["privacy"], seed=seed, progress=progress).report
-        out[name] = {m: report["metrics"].get(m) for m in AUDIT_METRICS}
-    return out
+    return _audit_summary(ws, "copycat-control", seed, progress)
 
 
-def run_demo(out: Path, *, modality: str = "ct", cases: int = 12, shape: int = 32, seed: int = 0,
-             train_steps: int = 600, n_samples: int = 8, info: Info | None = None,
+MIN_HOLDOUT = 20  # the default policy's evidence rule: fewer unseen patients prove too little
+
+
+def run_demo(out: Path, *, modality: str = "ct", cases: int = 60, shape: int = 32, seed: int = 0,
+             train_steps: int = 600, n_samples: int = 40, info: Info | None = None,
              progress: Progress | None = None) -> dict[str, Any]:
     """Run the demo into ``out`` (replacing a previous demo folder there); return its summary.
 
-    ``train_steps = 0`` skips training and sampling.
+    ``train_steps = 0`` skips training, sampling, audits and export. The holdout keeps ``MIN_HOLDOUT`` patients when
+    the cohort allows (the default policy fails an audit on fewer: a smaller demo shows the gate refusing thin
+    evidence).
     """
     say = info or (lambda message: None)
     out = Path(out).resolve()
     if out.exists() and not (out / MARKER).is_file():
         raise InputError("exists and is not a demo folder", where=out, fix="choose another --out or remove it")
     fmt = "dicom" if modality == "ct" else "brats"
-    n_stages = 6 if train_steps else 3
+    n_stages = 8 if train_steps else 3
     with atomic_directory(out, replace=True) as tmp:
         (tmp / MARKER).write_text("made by 'synthrelease demo'; safe to delete\n")
         say(f"1/{n_stages} writing {cases} {modality.upper()} phantom patients ({fmt}, {shape}^3) with fake PHI")
         src = write_phantom_cohort(tmp / "source", modality=modality, cases=cases, shape=shape, seed=seed, fmt=fmt)
         say(f"2/{n_stages} ingesting: de-identify, pseudonymize, preprocess, split by patient")
-        holdout = max(0.2, 2.1 / cases)  # the privacy audit needs at least two unseen patients
+        # as many unseen patients as the default policy asks for, keeping at least half the cohort for training
+        holdout = min(0.5, max(0.2, (MIN_HOLDOUT + 0.1) / cases, 2.1 / cases))
         ws = ingest(src, tmp / "workspace", modality=modality, options=IngestOptions(seed=seed, holdout=holdout),
                     progress=progress)
         say(f"3/{n_stages} searching the workspace for every planted identifier")
@@ -109,11 +137,23 @@ def run_demo(out: Path, *, modality: str = "ct", cases: int = 12, shape: int = 3
             summary["training"] = {"generator": "ldm", "steps": run.steps, "seconds": round(run.seconds, 1),
                                    "final_losses": run.final_losses}
             summary["synthetic"] = _synthetic_summary(path)
-            say(f"6/{n_stages} privacy audit of the set, beside the copycat negative control (copies of training "
-                "patients) that the audit must flag")
-            summary["audit"] = _audit_with_control(ws, "demo", n_samples, seed, progress)
+            say(f"6/{n_stages} auditing the set (integrity, privacy, fidelity, utility) under the default policy")
+            summary["audit"] = {"demo": _audit_summary(ws, "demo", seed, progress)}
+            if summary["audit"]["demo"]["verdict"] == "pass":
+                say(f"7/{n_stages} the gate passed: exporting a signed package and verifying it")
+                summary["release"] = _export_and_verify(ws, "demo", tmp, seed)
+            else:
+                say(f"7/{n_stages} the gate failed: no package is exported (see the failed rules)")
+            say(f"8/{n_stages} the same audit of a copycat negative control (copies of training patients): the gate "
+                "must close")
+            summary["audit"]["copycat-control"] = _copycat_control(ws, n_samples, seed, progress)
     summary["workspace"] = str(out / "workspace")
     if "synthetic" in summary:
         summary["synthetic"]["path"] = str(out / "workspace" / "synthetic" / "demo")
     summary["demo_folder"] = str(out)
+    for audit in summary.get("audit", {}).values():  # paths inside the renamed folder
+        audit["report_html"] = audit["report_html"].replace(str(tmp), str(out))
+    if "release" in summary:
+        for key in ("package", "tarball", "public_key"):
+            summary["release"][key] = summary["release"][key].replace(str(tmp), str(out))
     return summary

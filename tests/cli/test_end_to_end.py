@@ -31,17 +31,23 @@ def test_phantoms_then_ingest_as_a_user_would(tmp_path):
 
 
 def test_demo_runs(tmp_path):
-    res = synthrelease("demo", "--out", "D", "--cases", 6, "--shape", 16, "--train-steps", 4, "--json", cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
+    res = synthrelease("demo", "--out", "D", "--cases", 8, "--samples", 8, "--shape", 16, "--train-steps", 4,
+                       "--json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr  # 0: no identifier leaked and the gate closed on the copycat control
     summary = json.loads(res.stdout)
     assert summary["deidentification"]["found_in_workspace"] == 0
     assert summary["deidentification"]["planted_strings"] > 6 * 5
     assert summary["synthetic"]["n_cases"] == 8 and summary["synthetic"]["provenance"]["generator"] == "ldm"
     assert (tmp_path / "D" / "workspace" / "synthetic" / "demo" / "provenance.json").is_file()
-    control = summary["audit"]["copycat-control"]
-    assert control["privacy.memorization.flagged_fraction"] >= 0.9  # the audit catches the copies
-    assert summary["audit"]["demo"]["privacy.metadata.n_findings"] == 0
-    assert (tmp_path / "D" / "workspace" / "audits" / "demo" / "report.json").is_file()
+    control, demo = summary["audit"]["copycat-control"], summary["audit"]["demo"]
+    assert control["verdict"] == "fail"
+    assert control["metrics"]["privacy.memorization.flagged_fraction"] >= 0.9  # the audit catches the copies
+    # 8 phantoms leave 4 unseen patients: the gate refuses the demo set on thin evidence, and nothing is exported
+    assert demo["verdict"] == "fail" and demo["metrics"]["privacy.metadata.n_findings"] == 0
+    assert any(r["metric"] == "integrity.cohort.n_holdout" for r in demo["failed_rules"])
+    assert "release" not in summary and not (tmp_path / "D" / "package").exists()
+    assert (tmp_path / "D" / "workspace" / "audits" / "demo" / "report.html").is_file()
+    assert demo["report_html"] == str(tmp_path / "D" / "workspace" / "audits" / "demo" / "report.html")
     res = synthrelease("--quiet", "demo", "--out", "D", "--cases", 6, "--shape", 16, "--train-steps", 0,
                        cwd=tmp_path)
     assert res.returncode == 0, res.stderr  # a previous demo folder is replaced
