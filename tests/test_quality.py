@@ -20,7 +20,7 @@ def _tool(name: str) -> str:
 
 
 def test_ruff_clean():
-    res = subprocess.run([_tool("ruff"), "check", "src", "cli", "tests", "benchmarks"], cwd=ROOT,
+    res = subprocess.run([_tool("ruff"), "check", "src", "cli", "tests", "benchmarks", "examples"], cwd=ROOT,
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
 
