@@ -1,12 +1,14 @@
 """Data-layer speed: phantom generation, NIfTI I/O, preprocessing and ingest, per volume size.
 
-Run: ``python benchmarks/bench_data.py [--sizes 32 64 128] [--cases 4]``. Prints a table (seconds per case).
+Run: ``python benchmarks/bench_data.py [--sizes 32 64 128] [--cases 4] [--json PATH]``. Prints a table (seconds
+per case); ``--json`` also writes its figures as a flat JSON object (name -> seconds).
 Targets live here, not in tests: a 128^3 case should phantom + preprocess in a few seconds on 2 cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -34,6 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--cases", type=int, default=4, help="cases per ingest run")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here (flat JSON object)")
     args = parser.parse_args()
     rows = []
     for size in args.sizes:
@@ -54,6 +57,10 @@ def main() -> None:
     print(" | ".join("---" for _ in head))
     for size, *times in rows:
         print(" | ".join([f"{size}^3", *(f"{t:.3f} s" for t in times)]))
+    if args.json is not None:
+        keys = ("ct_phantom", "mri_phantom", "write_niigz", "read_niigz", "preprocess_ct", "dicom_ingest_per_case")
+        figures = {f"{k}_{size}_s": round(t, 4) for size, *times in rows for k, t in zip(keys, times, strict=True)}
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Generator speed on the CPU: train step time and sampling time per volume, at 32^3 and 64^3.
 
-Run: ``python benchmarks/bench_generators.py [--sizes 32 64] [--steps 4] [--threads 2]``. Prints a table.
+Run: ``python benchmarks/bench_generators.py [--sizes 32 64] [--steps 4] [--threads 2] [--json PATH]``. Prints a
+table; ``--json`` also writes its figures as a flat JSON object (name -> seconds or ratio).
 Configs are each generator's defaults (the tiny CPU configs) with batch 2; the DDIM-50 vs DDPM-1000 sampling
 speed ratio is measured on the same model (``--ddpm-size``, default 32^3, where 1000 steps stay affordable).
 """
@@ -8,7 +9,9 @@ speed ratio is measured on the same model (``--ddpm-size``, default 32^3, where 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -62,10 +65,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ddpm-size", type=int, default=32)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here (flat JSON object)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print("generator | size | AE step (s) | train step (s) | DDIM-50 sample (s/volume) | DDPM-1000 (s) | ratio")
     print("--- | --- | --- | --- | --- | --- | ---")
+    figures: dict[str, float] = {}
     for size in args.sizes:
         data = cohort(size)
         for name in args.generators:
@@ -73,12 +78,21 @@ def main() -> None:
             gen = res.pop("gen")
             diffusion = name != "wgan"
             ddim = sample_time(gen, sampler="ddim", steps=50) if diffusion else sample_time(gen)
+            key = f"{name}_{size}"
+            figures[f"{key}_train_step_s"] = round(res["step"], 4)
+            figures[f"{key}_ddim50_sample_s" if diffusion else f"{key}_sample_s"] = round(ddim, 3)
             full = ratio = "-"
             if diffusion and size == args.ddpm_size:
                 t = sample_time(gen, sampler="ddpm")
                 full, ratio = f"{t:.1f}", f"{t / ddim:.1f}x"
+                figures[f"{key}_ddpm1000_sample_s"] = round(t, 2)
+                figures[f"{key}_ddpm_over_ddim_x"] = round(t / ddim, 2)
             ae = f"{res['ae_step']:.3f}" if "ae_step" in res else "-"
+            if "ae_step" in res:
+                figures[f"{key}_ae_step_s"] = round(res["ae_step"], 4)
             print(f"{name} | {size}^3 | {ae} | {res['step']:.3f} | {ddim:.2f} | {full} | {ratio}", flush=True)
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -22,11 +22,14 @@ time (each query's transformed views are made once per query and reused over the
 memory). It is timed on ``--brute-subset`` synthetic cases of each set and as many holdout cases, against every
 training case, and extrapolated to the full searches. Flags are compared on that subset under one rule on both
 sides: flagged when above tau = the highest similarity of the subset's holdout cases to the training set.
+
+``--json PATH`` also writes the headline figures as a flat JSON object (name -> number or string).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import resource
@@ -291,6 +294,7 @@ def main() -> None:
     parser.add_argument("--cold", action="store_true", help="no feature warm-up: each check pays what it uses first")
     parser.add_argument("--smoke", action="store_true",
                         help="12 cases at 32^3 pooled to 16^3, 2 brute rows, 2 encoder steps")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here (flat JSON object)")
     args = parser.parse_args()
     if args.smoke:
         args.n, args.shape, args.brute_subset, args.max_size = 12, 32, 2, args.max_size or 16
@@ -357,10 +361,16 @@ def main() -> None:
     print(f"## privacy family ({n} synthetic x {n} train, {n_hold} holdout, {args.shape}^3, pooling factor {factor}, "
           f"{args.threads} thread(s); RSS before the checks {fmt_mib(baseline)})\n")
     print_table(("check", *[h for lb in labels for h in (f"{lb} s", f"{lb} peak RSS")], "note"), table)
+    figures: dict[str, float | str] = {"n": n, "n_holdout": n_hold, "shape": args.shape, "pooling_factor": factor}
     for lb in labels:
+        figures[f"{lb}_family_s"] = round(family[lb], 2)
+        figures[f"{lb}_family_peak_rss_mib"] = round(
+            max((r.peak for r in timers[lb].rows if not r.name.startswith("write")), default=0) / MIB)
         mem = results[lb].get("privacy.memorization")
         if mem is not None and mem.status.value == "ok":
             m = mem.metrics
+            figures[f"{lb}_memorization_flagged"] = f"{int(m['n_flagged'].value)}/{n}"
+            figures[f"{lb}_memorization_tau"] = round(m["tau"].value, 4)
             print(f"{lb}: memorization flagged {int(m['n_flagged'].value)}/{n}, tau {m['tau'].value:.4f}, "
                   f"max {m['max_similarity'].value:.4f}, median {m['median_similarity'].value:.4f}")
     print(flush=True)
@@ -397,6 +407,12 @@ def main() -> None:
                         f"{memo_brute / memo_fast:,.0f}x"))
         out.append((f"privacy family total ({lb})", f"{fam_brute:,.0f}", f"{family[lb]:.1f}",
                     f"{fam_brute / family[lb]:,.0f}x"))
+        if memo_fast > 0:
+            figures[f"{lb}_memorization_search_s"] = round(memo_fast, 2)
+            figures[f"{lb}_memorization_brute_over_fast_x"] = round(memo_brute / memo_fast, 1)
+        figures[f"{lb}_family_brute_over_fast_x"] = round(fam_brute / family[lb], 1)
+    figures.update(brute_view_s=round(view_s, 4), brute_pair_s=round(pair_s, 6),
+                   memorization_brute_s=round(memo_brute), family_brute_s=round(fam_brute))
     print(f"## brute force (extrapolated from {k} rows per set) vs fast\n")
     print_table(("search", "brute s (extrapolated)", "fast s", "brute / fast"), out)
 
@@ -413,10 +429,14 @@ def main() -> None:
         flag_rows.append((lb, f"{int(fb.sum())}/{k}", f"{int(ff.sum())}/{k}", "yes" if np.array_equal(fb, ff) else
                           f"NO ({int((fb != ff).sum())} differ)", f"{int(ff_full.sum())}/{k}",
                           f"{tau_b:.4f} / {tau_f:.4f}", f"{agree:.2f}", f"{r:.3f}"))
+        figures[f"{lb}_subset_flags_identical"] = f"{'yes' if np.array_equal(fb, ff) else 'NO'} ({k} cases)"
     print(f"## memorization flags on the first {k} cases of each set (tau from the first {k} holdout cases)\n")
     print_table(("set", "brute flagged", "fast flagged", "identical", "fast flagged (check's tau, all holdout)",
                  "tau brute / fast", "same nearest case", "corr(NCC)"), flag_rows)
     print(f"peak RSS of the process (ru_maxrss): {fmt_mib(max_rss_bytes())}")
+    if args.json is not None:
+        figures["peak_rss_mib"] = round(max_rss_bytes() / MIB)
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

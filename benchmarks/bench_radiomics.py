@@ -15,11 +15,13 @@ count must equal those of the first.
 
 Audits: the check's ``run`` on A with an empty cache (extracts train, holdout and A), then on a fresh context with B
 on the same cache (extracts B only; train and holdout come from the cache): seconds of each and their ratio.
+``--json PATH`` also writes the headline figures as a flat JSON object (name -> number or string).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from collections.abc import Sequence
@@ -82,6 +84,7 @@ def main() -> None:
     parser.add_argument("--audit-workers", type=int, default=None, help="workers of the audits (default: the most)")
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--smoke", action="store_true", help="16 cases at 24^3, 200 bootstrap draws")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here (flat JSON object)")
     args = parser.parse_args()
     if args.smoke:
         args.n, args.shape, args.n_boot = 16, 24, 200
@@ -100,6 +103,7 @@ def main() -> None:
     set_b = renamed([degraded(c) for c in cases[n_train + n_hold:]])
 
     rows = []
+    figures: dict[str, float | str] = {}
     reference: dict[str, CohortFeatures] | None = None
     with tempfile.TemporaryDirectory(prefix="bench_radiomics_") as tmp:
         work = Path(tmp)
@@ -114,6 +118,9 @@ def main() -> None:
             n_feat = int(np.mean([len(r) for f in feats.values() for r in f.rows]))
             rows.append((f"extraction, {w} worker(s)", f"{dt:.1f}", f"{args.n / dt * 60:.1f}",
                          f"{dt / args.n:.3f}", f"features per case {n_feat}; identical to the first: {same}"))
+            figures.update({f"extraction_{w}_workers_s": round(dt, 2),
+                            f"extraction_{w}_workers_cases_per_min": round(args.n / dt * 60, 1),
+                            f"extraction_{w}_workers_identical": same, "features_per_case": n_feat})
 
         settings = AuditSettings(workers=audit_workers, n_boot=args.n_boot)
         results: dict[str, tuple[float, CheckResult]] = {}
@@ -131,6 +138,11 @@ def main() -> None:
         rows.append((label, f"{dt:.1f}", f"{extracted / dt * 60:.1f}", f"{dt / extracted:.3f}", note))
     print(f"## extraction and audits ({args.shape}^3; cases/minute and s/case over the cases each row extracts)\n")
     print_table(("step", "seconds", "cases/minute", "s/case", "note"), rows)
+    figures.update(first_audit_s=round(t_a, 2), second_audit_s=round(t_b, 2), second_over_first_x=round(t_b / t_a, 3))
+    if res_b.status.value == "ok":
+        cached = res_b.evidence.get("real_features_cached")
+        figures["second_audit_real_from_cache"] = (", ".join(f"{k} {v}" for k, v in cached.items())
+                                                   if isinstance(cached, dict) else str(cached))
     print(f"second / first audit time: {t_b / t_a:.2f} (extracting {n_syn} of {args.n} cases: "
           f"{n_syn / args.n:.2f} of the work, plus the classifier and bootstraps of each audit)\n")
     metric_rows = []
@@ -140,10 +152,13 @@ def main() -> None:
             metric_rows.append((label, res.status.value, "", "", "", ""))
             continue
         auc = m["classifier_auc"]
+        figures[f"set_{label[0].lower()}_classifier_auc"] = round(auc.value, 3)
         metric_rows.append((label, f"{auc.value:.3f} [{auc.ci_low:.3f}, {auc.ci_high:.3f}]", f"{m['frd'].value:.1f}",
                             f"{m['frd_holdout'].value:.1f}", f"{m['mean_abs_r'].value:.3f}",
                             f"{m['top10_abs_r'].value:.3f}"))
     print_table(("set", "classifier AUC [95% CI]", "FRD", "FRD holdout", "mean |r|", "top-10 |r|"), metric_rows)
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -10,11 +10,14 @@ Prints one table row:
 - bone HU / tumour HU: mean HU inside the sampled labels (real tumour mean beside it);
 - not copies: share of samples whose nearest training case (mean absolute HU difference) is farther than the
   nearest training case of every holdout patient is (the memorization threshold of the privacy checks).
+
+``--json PATH`` also writes these figures as a flat JSON object (name -> number or string).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 import tomllib
 from pathlib import Path
@@ -49,6 +52,7 @@ def main() -> None:
     parser.add_argument("--holdout", type=int, default=8)
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here (flat JSON object)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pre = PreprocessConfig.for_modality("ct", spacing=(7.5, 7.5, 7.5), shape=(32, 32, 32), ct_window="wide")
@@ -82,6 +86,14 @@ def main() -> None:
     print(f"{args.generator} | {args.threads} | {train_s:.0f} | {train_cpu:.0f} | {sample_s:.2f} | {both:.0%} "
           f"({tumour_vox:.0f}, {real_vox:.0f}) | {bone.mean():.0f} | "
           f"{tumour.mean():.0f} ({real_tumour.mean():.0f}) | {distinct:.0%} ({tau:.1f})")
+    if args.json is not None:
+        figures = {"generator": args.generator, "train_s": round(train_s, 1), "train_cpu_s": round(train_cpu, 1),
+                   "sample_per_volume_s": round(sample_s, 3), "both_labels_frac": round(float(both), 3),
+                   "tumour_voxels": round(float(tumour_vox), 1), "real_tumour_voxels": round(float(real_vox), 1),
+                   "bone_hu": round(float(bone.mean()), 1), "tumour_hu": round(float(tumour.mean()), 1),
+                   "real_tumour_hu": round(float(real_tumour.mean()), 1), "not_copies_frac": round(float(distinct), 3),
+                   "holdout_tau_hu": round(tau, 2)}
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -77,12 +77,17 @@ def _render_gate(out_: Output, report: dict[str, Any]) -> None:
               help="Training steps of the contrastive encoder (default 150; cached per training set).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes for per-case feature extraction (radiomics).")
+@click.option("--engine", type=click.Choice(["auto", "monai", "nnunet"]), default="auto", show_default=True,
+              help="Segmentation engine of the utility check; auto: nnunet with a CUDA GPU, else monai.")
+@click.option("--utility-steps", type=click.IntRange(min=1), default=None,
+              help="Training steps per arm of the utility check (default 500; the same for every arm).")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
 @click.pass_obj
 def audit(out_: Output, workspace: Path | None, synthetic: str, train_dir: Path | None, holdout_dir: Path | None,
           out_dir: Path | None, only: tuple[str, ...], seed: int, identifiers_file: Path | None,
-          policy_name: str, embedding_steps: int | None, workers: int, as_json: bool) -> None:
-    """Audit a synthetic set: privacy and fidelity checks (utility joins them), metrics into report.json.
+          policy_name: str, embedding_steps: int | None, workers: int, engine: str, utility_steps: int | None,
+          as_json: bool) -> None:
+    """Audit a synthetic set (integrity, privacy, fidelity, utility checks), metrics into report.json.
 
     \b
     With a workspace:   synthrelease audit WS --synthetic SET            -> WS/audits/SET/report.json
@@ -105,7 +110,10 @@ def audit(out_: Output, workspace: Path | None, synthetic: str, train_dir: Path 
                          fix="see 'synthrelease audit --help'")
     if workspace is not None and any(p is not None for p in free):
         raise InputError("give either a workspace or --train/--holdout/--out, not both")
-    select_checks(only)  # unknown --only fails before any work
+    if "utility.segmentation" in [c.name for c in select_checks(only)]:  # unknown --only fails before any work
+        from synthrelease.segmentation import create_engine
+
+        create_engine(engine)  # so does an engine that cannot run here
     from synthrelease.policy import load_policy
 
     policy = None if policy_name.lower() == "none" else load_policy(policy_name)  # a bad policy too
@@ -115,7 +123,9 @@ def audit(out_: Output, workspace: Path | None, synthetic: str, train_dir: Path 
             extra = [ln.strip() for ln in identifiers_file.read_text().splitlines() if ln.strip()]
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"cannot read the identifiers file ({exc})", where=identifiers_file) from None
-    settings = AuditSettings(workers=workers)
+    settings = AuditSettings(workers=workers, utility_engine=engine)
+    if utility_steps is not None:
+        settings = replace(settings, utility_steps=utility_steps)
     if embedding_steps is not None:
         settings = replace(settings, embedding=replace(settings.embedding, steps=embedding_steps))
     with out_.progress() as progress:

@@ -21,10 +21,12 @@ from synthrelease_cli.output import Output
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--train-steps", type=click.IntRange(min=0), default=600, show_default=True,
               help="Latent diffusion training steps (0 skips training and sampling).")
+@click.option("--utility-steps", type=click.IntRange(min=1), default=None,
+              help="Training steps per arm of the audit's segmentation utility check (default: the check's, 500).")
 @click.option("--json", "as_json", is_flag=True, help="Print the demo summary as JSON on stdout.")
 @click.pass_obj
 def demo(out_: Output, modality: str, out: Path, n_cases: int, n_samples: int, shape: int, seed: int,
-         train_steps: int, as_json: bool) -> None:
+         train_steps: int, utility_steps: int | None, as_json: bool) -> None:
     """Run the built-in demo: phantom patients with fake PHI -> ingest -> PHI search -> train -> sample -> audit
     under the default policy -> export + verify when the gate passes -> the same audit of a copycat control.
 
@@ -36,7 +38,7 @@ def demo(out_: Output, modality: str, out: Path, n_cases: int, n_samples: int, s
 
     with out_.progress() as progress:
         summary = run_demo(out, modality=modality, cases=n_cases, shape=shape, seed=seed, train_steps=train_steps,
-                           n_samples=n_samples, info=out_.info, progress=progress)
+                           n_samples=n_samples, utility_steps=utility_steps, info=out_.info, progress=progress)
     leaks = summary["deidentification"]["found_in_workspace"]
     if as_json:
         out_.result_json(summary)

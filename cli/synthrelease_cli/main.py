@@ -64,11 +64,11 @@ def cli(ctx: click.Context, debug: bool, quiet: bool) -> None:
 
 
 def _register() -> None:
-    from synthrelease_cli import cmd_audit, cmd_data, cmd_demo, cmd_generate, cmd_release
+    from synthrelease_cli import cmd_audit, cmd_data, cmd_demo, cmd_generate, cmd_release, cmd_utility
 
     for command in (cmd_data.phantoms, cmd_data.ingest, cmd_data.info, cmd_generate.train, cmd_generate.sample,
-                    cmd_audit.audit, cmd_audit.policies, cmd_release.keygen, cmd_release.export, cmd_release.verify,
-                    cmd_demo.demo):
+                    cmd_audit.audit, cmd_audit.policies, cmd_utility.utility, cmd_release.keygen, cmd_release.export,
+                    cmd_release.verify, cmd_demo.demo):
         cli.add_command(command)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from synthrelease.checks.context import AuditSettings
 from synthrelease.data.ingest import IngestOptions, ingest
 from synthrelease.data.leakscan import find_strings
 from synthrelease.data.nnunet import read_nnunet
@@ -47,11 +48,12 @@ HEADLINE = ("integrity.cohort.n_holdout", "privacy.memorization.flagged_fraction
             "fidelity.radiomics.classifier_auc", "utility.segmentation.dice_ratio")
 
 
-def _audit_summary(ws: Workspace, name: str, seed: int, progress: Progress | None) -> dict[str, Any]:
+def _audit_summary(ws: Workspace, name: str, seed: int, progress: Progress | None,
+                   settings: AuditSettings | None) -> dict[str, Any]:
     """The full audit of a set under the ``default`` policy: verdict, failed rules, headline metrics, report path."""
     from synthrelease.checks.audit import audit_workspace
 
-    outcome = audit_workspace(ws, name, seed=seed, policy="default", progress=progress)
+    outcome = audit_workspace(ws, name, seed=seed, policy="default", progress=progress, settings=settings)
     report = outcome.report
     return {"verdict": report["verdict"], "report_html": str(outcome.path / "report.html"),
             "failed_rules": [{"metric": r["metric"], "value": r["value"], "reason": r["reason"]}
@@ -73,7 +75,8 @@ def _export_and_verify(ws: Workspace, name: str, out: Path, seed: int) -> dict[s
             "n_files": exported.n_files, "verified": result.valid, "problems": result.lines()}
 
 
-def _copycat_control(ws: Workspace, n: int, seed: int, progress: Progress | None) -> dict[str, Any]:
+def _copycat_control(ws: Workspace, n: int, seed: int, progress: Progress | None,
+                     settings: AuditSettings | None) -> dict[str, Any]:
     """A copycat negative control (perturbed copies of training patients), audited the same way: the gate must
     close on it."""
     from synthrelease.generators.runs import train_run
@@ -81,15 +84,15 @@ def _copycat_control(ws: Workspace, n: int, seed: int, progress: Progress | None
 
     train_run(ws, "copycat", name="copycat-control")
     sample_set(ws, "copycat-control", n=n, seed=seed + 2, name="copycat-control")
-    return _audit_summary(ws, "copycat-control", seed, progress)
+    return _audit_summary(ws, "copycat-control", seed, progress, settings)
 
 
 MIN_HOLDOUT = 20  # the default policy's evidence rule: fewer unseen patients prove too little
 
 
 def run_demo(out: Path, *, modality: str = "ct", cases: int = 60, shape: int = 32, seed: int = 0,
-             train_steps: int = 600, n_samples: int = 40, info: Info | None = None,
-             progress: Progress | None = None) -> dict[str, Any]:
+             train_steps: int = 600, n_samples: int = 40, utility_steps: int | None = None,
+             info: Info | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """Run the demo into ``out`` (replacing a previous demo folder there); return its summary.
 
     ``train_steps = 0`` skips training, sampling, audits and export. The holdout keeps ``MIN_HOLDOUT`` patients when
@@ -97,6 +100,7 @@ def run_demo(out: Path, *, modality: str = "ct", cases: int = 60, shape: int = 3
     evidence).
     """
     say = info or (lambda message: None)
+    settings = AuditSettings() if utility_steps is None else AuditSettings(utility_steps=utility_steps)
     out = Path(out).resolve()
     if out.exists() and not (out / MARKER).is_file():
         raise InputError("exists and is not a demo folder", where=out, fix="choose another --out or remove it")
@@ -138,7 +142,7 @@ def run_demo(out: Path, *, modality: str = "ct", cases: int = 60, shape: int = 3
                                    "final_losses": run.final_losses}
             summary["synthetic"] = _synthetic_summary(path)
             say(f"6/{n_stages} auditing the set (integrity, privacy, fidelity, utility) under the default policy")
-            summary["audit"] = {"demo": _audit_summary(ws, "demo", seed, progress)}
+            summary["audit"] = {"demo": _audit_summary(ws, "demo", seed, progress, settings)}
             if summary["audit"]["demo"]["verdict"] == "pass":
                 say(f"7/{n_stages} the gate passed: exporting a signed package and verifying it")
                 summary["release"] = _export_and_verify(ws, "demo", tmp, seed)
@@ -146,7 +150,7 @@ def run_demo(out: Path, *, modality: str = "ct", cases: int = 60, shape: int = 3
                 say(f"7/{n_stages} the gate failed: no package is exported (see the failed rules)")
             say(f"8/{n_stages} the same audit of a copycat negative control (copies of training patients): the gate "
                 "must close")
-            summary["audit"]["copycat-control"] = _copycat_control(ws, n_samples, seed, progress)
+            summary["audit"]["copycat-control"] = _copycat_control(ws, n_samples, seed, progress, settings)
     summary["workspace"] = str(out / "workspace")
     if "synthetic" in summary:
         summary["synthetic"]["path"] = str(out / "workspace" / "synthetic" / "demo")

@@ -16,6 +16,7 @@ __all__ = [
     "InputError",
     "LabelError",
     "LayoutError",
+    "SegmentationError",
     "SynthReleaseError",
     "WorkspaceError",
 ]
@@ -66,3 +67,7 @@ class LayoutError(InputError):
 
 class WorkspaceError(InputError):
     """A workspace that is missing, incomplete or would be overwritten."""
+
+
+class SegmentationError(SynthReleaseError):
+    """A segmentation engine that started but failed (a crashed nnU-Net step); its log is named in ``where``."""

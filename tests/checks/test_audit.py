@@ -14,7 +14,8 @@ from synthrelease.data.cohort import Cohort
 from synthrelease.data.nnunet import write_nnunet
 from synthrelease.errors import InputError
 
-FAST = AuditSettings(embedding=EmbeddingConfig(size=16, steps=5, batch=8), n_boot=50)
+FAST = AuditSettings(embedding=EmbeddingConfig(size=16, steps=5, batch=8), n_boot=50, utility_steps=3,
+                     utility_engine="monai")
 
 
 def _write(cohort: Cohort, root: Path, n: int | None = None) -> Path:

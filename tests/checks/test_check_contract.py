@@ -20,7 +20,8 @@ from synthrelease.data.cohort import Cohort
 from synthrelease.data.phantoms import make_ct_phantom, make_mri_phantom
 from synthrelease.data.preprocess import PreprocessConfig, preprocess_case
 
-TINY = AuditSettings(embedding=EmbeddingConfig(size=16, steps=4, batch=6), n_boot=50)
+TINY = AuditSettings(embedding=EmbeddingConfig(size=16, steps=4, batch=6), n_boot=50, utility_steps=3,
+                     utility_engine="monai")
 
 
 def _cohorts(modality: str) -> tuple[Cohort, Cohort, Cohort]:

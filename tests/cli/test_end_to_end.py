@@ -32,7 +32,7 @@ def test_phantoms_then_ingest_as_a_user_would(tmp_path):
 
 def test_demo_runs(tmp_path):
     res = synthrelease("demo", "--out", "D", "--cases", 8, "--samples", 8, "--shape", 16, "--train-steps", 4,
-                       "--json", cwd=tmp_path)
+                       "--utility-steps", 5, "--json", cwd=tmp_path)
     assert res.returncode == 0, res.stderr  # 0: no identifier leaked and the gate closed on the copycat control
     summary = json.loads(res.stdout)
     assert summary["deidentification"]["found_in_workspace"] == 0

@@ -139,9 +139,10 @@ def workspace_identifiers(ws: Workspace) -> tuple[str, ...]:
 
 def audit_workspace(ws: Workspace, synthetic: str | Path, *, only: Sequence[str] = (), seed: int = 0,
                     settings: AuditSettings | None = None, extra_identifiers: Sequence[str] = (),
-                    progress: Progress | None = None, policy: str | Path | Policy | None = "default") -> AuditOutcome:
-    """Audit a set of the workspace (a name under ``synthetic/``) or an nnU-Net raw folder into ``audits/<set>``,
-    judged by ``policy`` (a shipped name, a TOML path, a ``Policy``; None: metrics only, no verdict)."""
+                    progress: Progress | None = None, policy: str | Path | Policy | None = "default",
+                    out: Path | None = None) -> AuditOutcome:
+    """Audit a set of the workspace (a name under ``synthetic/``) or an nnU-Net raw folder into ``audits/<set>``
+    (or ``out``), judged by ``policy`` (a shipped name, a TOML path, a ``Policy``; None: metrics only, no verdict)."""
     named = ws.dir("synthetic") / str(synthetic)
     set_dir = named if isinstance(synthetic, str) and "/" not in synthetic and named.is_dir() else Path(synthetic)
     if not set_dir.is_dir():
@@ -156,7 +157,7 @@ def audit_workspace(ws: Workspace, synthetic: str | Path, *, only: Sequence[str]
                             synthetic_dir=set_dir, identifiers=identifiers, provenance=_read_provenance(set_dir),
                             settings=settings, progress=progress, intensity_reference=ws.intensity_reference)
 
-    return _audit(factory, ws.dir("audits") / set_dir.name, set_dir.name, set_dir, only, progress, policy)
+    return _audit(factory, out or ws.dir("audits") / set_dir.name, set_dir.name, set_dir, only, progress, policy)
 
 
 def audit_directories(train_dir: Path, holdout_dir: Path, synthetic_dir: Path, out: Path, *,

@@ -28,7 +28,8 @@ def _load_builtin() -> None:
     """Import the built-in check modules, which register their checks."""
     import synthrelease.checks.fidelity
     import synthrelease.checks.integrity
-    import synthrelease.checks.privacy  # noqa: F401
+    import synthrelease.checks.privacy
+    import synthrelease.checks.utility  # noqa: F401
 
 
 def check_names() -> list[str]:

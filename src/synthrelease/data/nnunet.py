@@ -1,7 +1,7 @@
 """The nnU-Net raw layout: synthrelease's one on-disk cohort format (real splits, synthetic sets, packages).
 
 ```
-<root>/dataset.json                 channel_names, labels, numTraining, file_ending (+ our modality, regions)
+<root>/dataset.json                 channel_names, labels, numTraining, file_ending (+ our image_modality, regions)
 <root>/imagesTr/<case>_<XXXX>.nii.gz  one file per channel
 <root>/labelsTr/<case>.nii.gz
 ```
@@ -68,8 +68,13 @@ def _load_dataset_json(root: Path) -> dict[str, Any]:
 def _modality_of(data: dict[str, Any], channels: Sequence[str], modality: Modality | str | None) -> Modality:
     if modality is not None:
         return Modality.parse(modality)
-    if "modality" in data:
-        return Modality.parse(data["modality"])
+    if "image_modality" in data:
+        return Modality.parse(data["image_modality"])
+    legacy = data.get("modality")  # synthrelease 0.1 wrote a string here; nnU-Net v1 a {"0": "CT"} map
+    if isinstance(legacy, str):
+        return Modality.parse(legacy)
+    if isinstance(legacy, dict) and legacy:
+        return Modality.CT if [str(v).upper() for v in legacy.values()] == ["CT"] else Modality.MR
     return Modality.CT if [c.upper() for c in channels] == ["CT"] else Modality.MR
 
 
@@ -140,14 +145,17 @@ def read_nnunet(root: Path, *, modality: Modality | str | None = None, name: str
 
 def dataset_json(*, name: str, schema: LabelSchema, modality: Modality, channel_names: Sequence[str],
                  n_cases: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A fresh nnU-Net v2 ``dataset.json`` (plus synthrelease's ``modality``, ``regions`` and version keys)."""
+    """A fresh nnU-Net v2 ``dataset.json`` (plus synthrelease's ``image_modality``, ``regions`` and version keys).
+
+    The modality is not stored under ``modality``: nnU-Net v2 still reads that (v1) key and counts input channels as
+    its length, so a string ``"CT"`` there made two channels and broke ``nnUNetv2_train``."""
     data: dict[str, Any] = {
         "name": name,
         "channel_names": {str(i): c for i, c in enumerate(channel_names)},
         "labels": schema.labels_json(),
         "numTraining": n_cases,
         "file_ending": FILE_ENDING,
-        "modality": Modality.parse(modality).value,
+        "image_modality": Modality.parse(modality).value,
     }
     if schema.regions:
         data["regions"] = schema.regions_json()

@@ -86,7 +86,7 @@ class PackageInfo:
 
     @property
     def modality(self) -> str:
-        return str(self.dataset.get("modality") or (self.report.get("data") or {}).get("modality") or "")
+        return str(self.dataset.get("image_modality") or (self.report.get("data") or {}).get("modality") or "")
 
     @property
     def generator(self) -> Mapping[str, Any]:
