@@ -19,11 +19,11 @@ import argparse
 import itertools
 import json
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+from benchlib import print_table
 from monai.metrics import MultiScaleSSIMMetric
 from threadpoolctl import threadpool_limits
 
@@ -37,14 +37,6 @@ def phantoms(n: int, shape: int, modality: str) -> torch.Tensor:
     cfg = PreprocessConfig.for_modality(modality, spacing=(fov / shape,) * 3, shape=(shape,) * 3)
     return torch.stack([torch.from_numpy(np.asarray(preprocess_case(make(i, shape=shape, seed=0), cfg)[0].image,
                                                     dtype=np.float32)) for i in range(n)])
-
-
-def print_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    print(" | ".join(head))
-    print(" | ".join("---" for _ in head))
-    for r in rows:
-        print(" | ".join(r))
-    print(flush=True)
 
 
 def main() -> None:

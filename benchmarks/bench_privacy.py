@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from benchlib import print_table
 from threadpoolctl import threadpool_limits
 
 from synthrelease.checks import AuditContext, AuditSettings
@@ -242,14 +243,6 @@ def brute_rows(bf: BruteForce, cohort: Cohort, rows: int) -> BruteRows:
 # -- main --------------------------------------------------------------------------------------------------------
 def fmt_mib(b: int) -> str:
     return f"{b / MIB:,.0f} MiB"
-
-
-def print_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    print(" | ".join(head))
-    print(" | ".join("---" for _ in head))
-    for r in rows:
-        print(" | ".join(r))
-    print(flush=True)
 
 
 def audit_set(label: str, train: Cohort, holdout: Cohort, syn: Cohort, work: Path, settings: AuditSettings,

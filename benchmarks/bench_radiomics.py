@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from benchlib import print_table
 
 from synthrelease.data.cohort import Cohort
 
@@ -63,14 +64,6 @@ def degraded(case: Case) -> Case:
 
 def renamed(cases: Sequence[Case]) -> Cohort:
     return Cohort.from_cases([c.with_(case_id=f"syn{i:04d}") for i, c in enumerate(cases)], name="synthetic")
-
-
-def print_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    print(" | ".join(head))
-    print(" | ".join("---" for _ in head))
-    for r in rows:
-        print(" | ".join(r))
-    print(flush=True)
 
 
 def main() -> None:

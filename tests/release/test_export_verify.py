@@ -126,10 +126,22 @@ def _tamper_policy(pkg: Path) -> None:
     path.write_text(path.read_text().replace("threshold = 0.0", "threshold = 100.0"))
 
 
+def _tamper_manifest(pkg: Path) -> None:
+    path = pkg / MANIFEST
+    lines = path.read_text().splitlines()
+    i = next(k for k, ln in enumerate(lines) if ln.endswith("imagesTr/syn0001_0000.nii.gz"))
+    digest, rel = lines[i].split("  ", 1)
+    lines[i] = ("0" if digest[0] != "0" else "1") + digest[1:] + "  " + rel
+    path.write_text("\n".join(lines) + "\n")
+
+
 @pytest.mark.parametrize("tamper, where, reason", [
     (_tamper_flip_byte, "imagesTr/syn0001_0000.nii.gz", "sha256 differs"),
     (lambda p: (p / "labelsTr" / "syn0002.nii.gz").unlink(), "labelsTr/syn0002.nii.gz", "missing"),
     (lambda p: (p / "notes.txt").write_text("hello"), "notes.txt", "extra file"),
+    (lambda p: (p / "labelsTr" / "syn0002.nii.gz").rename(p / "labelsTr" / "syn9002.nii.gz"),
+     "labelsTr/syn9002.nii.gz", "extra file"),
+    (_tamper_manifest, "imagesTr/syn0001_0000.nii.gz", "sha256 differs"),
     (_tamper_verdict, "audit/report.json", "not 'pass'"),
     (_tamper_policy, "audit/policy.toml", "not the policy the set was judged by"),
     (lambda p: (p / SIGNATURE).unlink(), SIGNATURE, "unsigned"),
