@@ -1,8 +1,9 @@
 """Segmentation utility at study scale on a GPU: both engines trained and tested on phantom CT at 128^3.
 
 Run on a CUDA machine: ``python benchmarks/gpu_utility.py [--size 128] [--train 24] [--test 8] [--steps 300]
-[--engines monai nnunet] [--budget 480] [--out DIR]``. Phantom head-and-neck CT patients are preprocessed as
-ingest does (soft window to [-1, 1]) and written as nnU-Net raw folders; each engine trains for ``--steps``
+[--engines monai nnunet] [--budget 480] [--out DIR]`` (RESULTS.md: ``--steps 3000 --engines monai``, and
+``--steps 1000`` at sizes 128 and 64). Phantom head-and-neck CT patients are preprocessed as ingest does (soft
+window to [-1, 1]) and written as nnU-Net raw folders; each engine trains for ``--steps``
 optimisation steps (nnU-Net: the shipped budget trainer, ``3d_fullres``) and predicts the test cases. Printed (and
 written as JSON): seconds to train and to predict, seconds per step, peak GPU memory, tumour and bone Dice. An
 engine whose turn would pass the time budget is skipped.

@@ -18,8 +18,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from synthrelease.audit import audit_workspace
 from synthrelease.checks import AuditSettings
-from synthrelease.checks.audit import audit_workspace
 from synthrelease.data.ingest import IngestOptions, ingest
 from synthrelease.data.phantoms.cohort import write_phantom_cohort
 from synthrelease.errors import InputError

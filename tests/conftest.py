@@ -110,8 +110,8 @@ def release_ws(tmp_path_factory: pytest.TempPathFactory) -> ReleaseWorkspace:
 
     from click.testing import CliRunner
 
+    from synthrelease.audit import audit_workspace
     from synthrelease.checks import AuditSettings
-    from synthrelease.checks.audit import audit_workspace
     from synthrelease.data.ingest import IngestOptions, ingest
     from synthrelease.data.phantoms.cohort import write_phantom_cohort
     from synthrelease.release import generate_keypair

@@ -98,8 +98,8 @@ def audit(out_: Output, workspace: Path | None, synthetic: str, train_dir: Path 
     """
     from dataclasses import replace
 
+    from synthrelease.audit import audit_directories, audit_workspace
     from synthrelease.checks import AuditSettings
-    from synthrelease.checks.audit import audit_directories, audit_workspace
     from synthrelease.checks.registry import select_checks
     from synthrelease.data.workspace import Workspace
     from synthrelease.errors import InputError

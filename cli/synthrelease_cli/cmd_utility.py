@@ -70,8 +70,8 @@ def utility(out_: Output, workspace: Path, synthetic: str, engine: str, steps: i
     """
     from dataclasses import replace
 
+    from synthrelease.audit import audit_workspace
     from synthrelease.checks import AuditSettings
-    from synthrelease.checks.audit import audit_workspace
     from synthrelease.checks.utility.segmentation import check_arms
     from synthrelease.data.workspace import Workspace
     from synthrelease.segmentation import create_engine

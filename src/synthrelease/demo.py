@@ -51,7 +51,7 @@ HEADLINE = ("integrity.cohort.n_holdout", "privacy.memorization.flagged_fraction
 def _audit_summary(ws: Workspace, name: str, seed: int, progress: Progress | None,
                    settings: AuditSettings | None) -> dict[str, Any]:
     """The full audit of a set under the ``default`` policy: verdict, failed rules, headline metrics, report path."""
-    from synthrelease.checks.audit import audit_workspace
+    from synthrelease.audit import audit_workspace
 
     outcome = audit_workspace(ws, name, seed=seed, policy="default", progress=progress, settings=settings)
     report = outcome.report

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from synthrelease.audit import audit_directories, set_sha256
 from synthrelease.checks import AuditSettings
-from synthrelease.checks.audit import audit_directories, set_sha256
 from synthrelease.checks.embedding import EmbeddingConfig
 from synthrelease.data.cohort import Cohort
 from synthrelease.data.nnunet import write_nnunet

@@ -47,6 +47,33 @@ def test_best_matches_equals_brute_force_per_group() -> None:
         best, arg = full[:, idx].max(dim=1)
         assert torch.allclose(m.similarity[:, gi], best)
         assert m.reference[:, gi].tolist() == idx[arg].tolist()
+    assert m.pairs is None
+    kept = best_matches(q, r, views=views, score=dot_score, groups=groups, query_batch=3, ref_block=4,
+                        keep_pairs=True)
+    assert kept.pairs is not None and torch.allclose(kept.pairs, full)  # every pair, blocks and batches joined
+
+
+def test_mia_pixel_scores_come_from_the_kept_pairs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The MIA reads each real case's closest-synthetic NCC from the synthetic search's pair matrix: equal to the
+    per-group best of that search; copied training cases score 1 as in a search run the other way (real cases
+    against the set), and other cases below."""
+    from synthrelease.checks import AuditContext, AuditSettings
+    from synthrelease.data.cohort import Cohort
+    from synthrelease.data.phantoms import make_ct_phantom
+
+    cases = [make_ct_phantom(i, shape=16, seed=0) for i in range(14)]
+    syn = Cohort.from_cases([c.with_(case_id=f"syn{i:03d}") for i, c in enumerate(cases[:4] + cases[10:])],
+                            name="syn")
+    ctx = AuditContext(Cohort.from_cases(cases[:6], name="train"), Cohort.from_cases(cases[6:10], name="holdout"),
+                       syn, out_dir=tmp_path, cache_dir=tmp_path / "cache", seed=0, settings=AuditSettings())
+    m = ctx.pixel_matches("synthetic", ctx.standard_groups())
+    assert m.pairs is not None and m.pairs.shape == (8, 10)
+    assert torch.allclose(m.pairs[:, :6].max(dim=1).values, m.similarity[:, 0])
+    assert torch.allclose(m.pairs[:, 6:].max(dim=1).values, m.similarity[:, 1])
+    from_pairs = m.pairs.max(dim=0).values
+    other_way = ctx.pixel_matches("real", (("synthetic", None),)).similarity[:, 0]
+    for scores in (from_pairs, other_way):
+        assert torch.allclose(scores[:4], torch.ones(4), atol=1e-4) and float(scores[4:].max()) < 0.95
 
 
 def test_soft_dice_is_one_for_identical_maps_and_ignores_absent_labels() -> None:

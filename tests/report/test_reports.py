@@ -21,8 +21,8 @@ import pytest
 import torch
 from PIL import Image
 
+from synthrelease.audit import build_report, run_checks
 from synthrelease.checks import AuditContext, CheckResult, Direction, Metric, Status, select_checks
-from synthrelease.checks.audit import build_report, run_checks
 from synthrelease.data.cohort import Cohort
 from synthrelease.data.phantoms import make_ct_phantom
 from synthrelease.data.preprocess import PreprocessConfig, preprocess_case

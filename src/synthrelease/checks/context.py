@@ -39,7 +39,19 @@ __all__ = ["AuditContext", "AuditSettings", "Group"]
 T = TypeVar("T")
 # a cohort name ("train", "holdout", "synthetic", "real") and indices (None: all)
 Group = tuple[str, tuple[int, ...] | None]
-REFINE_TOP_K = 8  # (reference, mirrored or not) candidates per query refined below the pooled grid
+REFINE_TOP_K = 8  # references per query refined below the pooled grid (each in both mirror states)
+MAX_PAIRS_KEPT = 25_000_000  # (query, reference) similarities kept per search (100 MB): the MIA reuses them
+
+
+def shift_parts(align: Alignment, shape: tuple[int, ...]) -> list[list[int]]:
+    """The refinement's candidate parts: the unmirrored and the mirrored shifts (transform indices). Rotations are
+    left out: the refinement moves by whole native voxels, so a rotation candidate would not be refined, and on the
+    pooled grid a small rotation can outscore the half-cell-off shift of a copy's own source."""
+    plan = align.plan(shape)
+    return [idx for flip in (False, True) if (idx := [i for i, m in enumerate(plan)
+                                                      if m.flip is flip and m.shift_xyz is not None])]
+
+
 Progress = Callable[[str, int, int], None]
 
 
@@ -245,7 +257,8 @@ class AuditContext:
             coarse = best_matches(self.volumes(query), ref_rows, views=views,
                                   score=overlap_ncc_score(masks, channels), groups=index,
                                   query_batch=self.settings.query_batch, ref_block=self.settings.ref_block,
-                                  top_k=REFINE_TOP_K if self.factor > 1 else 0, top_parts=2 if align.flip else 1,
+                                  top_k=REFINE_TOP_K if self.factor > 1 else 0, top_parts=shift_parts(align, shape),
+                                  keep_pairs=self.n(query) * ref_rows.shape[0] <= MAX_PAIRS_KEPT,
                                   progress=lambda d, t: self.progress(f"align {query} cases", d, t))
             return self._refine(query, coarse, ref_rows, index) if self.factor > 1 else coarse
 
@@ -271,6 +284,7 @@ class AuditContext:
         half = f // 2
         offsets = list(itertools.product((-half, 0, half), repeat=3))
         sim, refs = coarse.similarity.clone(), coarse.reference.clone()
+        pairs = None if coarse.pairs is None else coarse.pairs.clone()
         shape = tuple(self.volumes("train").shape[2:])
         members = [set(g) for g in index]
         for qi, case in enumerate(self._native_cases(query)):
@@ -280,7 +294,9 @@ class AuditContext:
             # the case moved by ``rest`` (< f) native voxels, then pooled: a shift f*k + rest is that phase moved by k
             # cells (polyphase), so the full-resolution work is done once per (mirror, rest), not per shift
             phases: dict[tuple[bool, tuple[int, int, int]], tuple[torch.Tensor, torch.Tensor]] = {}
-            for r, t in zip(coarse.top_reference[qi].tolist(), coarse.top_transform[qi].tolist(), strict=True):
+            candidates = [(r, t) for r, ts in zip(coarse.top_reference[qi].tolist(),
+                                                  coarse.top_transform[qi].tolist(), strict=True) for t in ts]
+            for r, t in candidates:
                 move = align.move(t, shape)
                 if r < 0 or move.shift_xyz is None:
                     continue
@@ -302,10 +318,12 @@ class AuditContext:
                 m = torch.stack(masks)
                 q_rows = torch.stack(rows) * m.repeat(1, native.shape[0])
                 best = overlap_ncc_score(m, native.shape[0])(q_rows, ref_rows[r][None]).max()
+                if pairs is not None:
+                    pairs[qi, r] = torch.maximum(pairs[qi, r], best)
                 for gi, group in enumerate(members):
                     if r in group and best > sim[qi, gi]:
                         sim[qi, gi], refs[qi, gi] = best, r
-        return Matches(sim, refs, coarse.transform)
+        return Matches(sim, refs, coarse.transform, pairs=pairs)
 
     def mask_matches(self, query: str, ref: str) -> Matches:
         """Aligned soft Dice (mean over foreground labels): best match of each ``query`` label map in ``ref``."""

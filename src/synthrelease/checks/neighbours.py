@@ -71,7 +71,8 @@ class Matches:
     reference: torch.Tensor  # (Q, G) long
     transform: torch.Tensor  # (Q, G) long
     top_reference: torch.Tensor | None = None  # (Q, k): the k best references over all groups
-    top_transform: torch.Tensor | None = None  # (Q, k)
+    top_transform: torch.Tensor | None = None  # (Q, k, P): each one's best transform in each of P parts
+    pairs: torch.Tensor | None = None  # (Q, N): best similarity over the transforms of every (query, reference)
 
     def column(self, g: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.similarity[:, g], self.reference[:, g], self.transform[:, g]
@@ -79,11 +80,13 @@ class Matches:
 
 def best_matches(queries: torch.Tensor, refs: torch.Tensor, *, views: Views, score: Score = dot_score,
                  groups: Sequence[Sequence[int]] | None = None, query_batch: int = 8, ref_block: int = 512,
-                 top_k: int = 0, top_parts: int = 1,
+                 top_k: int = 0, top_parts: Sequence[Sequence[int]] | None = None, keep_pairs: bool = False,
                  progress: Callable[[int, int], None] | None = None) -> Matches:
     """Best match of each query in each group of ``refs`` (``(N, D)`` rows already in the score's form); with
-    ``top_k``, also the ``top_k`` best (reference, transform) pairs over all of ``refs``, where the transforms are
-    split into ``top_parts`` equal runs (e.g. unmirrored, mirrored) that each offer their best per reference."""
+    ``top_k``, also the ``top_k`` best references over all of ``refs`` (ranked by their best transform in any part)
+    with their best transform in each of ``top_parts`` (lists of transform indices, e.g. the unmirrored and the
+    mirrored shifts; default: every transform as one part), so a near-symmetric case keeps both mirror states; with
+    ``keep_pairs``, the whole ``(Q, N)`` matrix of best similarities over the transforms (``Q * N`` floats)."""
     n_q, n_r = queries.shape[0], refs.shape[0]
     group_list = [list(range(n_r))] if groups is None else [list(g) for g in groups]
     member = torch.zeros(len(group_list), n_r, dtype=torch.bool)
@@ -92,10 +95,13 @@ def best_matches(queries: torch.Tensor, refs: torch.Tensor, *, views: Views, sco
     sim = torch.full((n_q, len(group_list)), float("-inf"))
     ref_idx = torch.full((n_q, len(group_list)), -1, dtype=torch.long)
     tr_idx = torch.zeros((n_q, len(group_list)), dtype=torch.long)
-    k = min(top_k, n_r * top_parts)
+    parts = [torch.as_tensor(list(p), dtype=torch.long) for p in top_parts] if top_parts is not None else None
+    n_parts = 1 if parts is None else len(parts)
+    k = min(top_k, n_r)
     top_sim = torch.full((n_q, k), float("-inf"))
     top_ref = torch.full((n_q, k), -1, dtype=torch.long)
-    top_tr = torch.zeros((n_q, k), dtype=torch.long)
+    top_tr = torch.zeros((n_q, k, n_parts), dtype=torch.long)
+    pairs = torch.full((n_q, n_r), float("-inf")) if keep_pairs else None
     with torch.no_grad():
         for q0 in range(0, n_q, query_batch):
             v = views(queries[q0:q0 + query_batch])  # (b, T, D)
@@ -104,16 +110,23 @@ def best_matches(queries: torch.Tensor, refs: torch.Tensor, *, views: Views, sco
             for r0 in range(0, n_r, ref_block):
                 s = score(flat, refs[r0:r0 + ref_block]).view(b, t, -1)  # (b, T, n)
                 best_t_sim, best_t = s.max(dim=1)  # (b, n)
+                if pairs is not None:
+                    pairs[q0:q0 + b, r0:r0 + s.shape[2]] = best_t_sim
                 if k:
-                    n_blk, run = s.shape[2], t // top_parts
-                    part_sim, part_t = s.view(b, top_parts, run, n_blk).max(dim=2)  # (b, parts, n)
-                    part_t = part_t + torch.arange(top_parts)[None, :, None] * run
-                    cand_sim = torch.cat([top_sim[q0:q0 + b], part_sim.flatten(1)], dim=1)
-                    cols = torch.arange(r0, r0 + n_blk).repeat(top_parts).expand(b, -1)
+                    n_blk = s.shape[2]
+                    if parts is None:
+                        part_sim, part_t = best_t_sim[:, None], best_t[:, None]  # (b, 1, n)
+                    else:
+                        found = [s[:, idx].max(dim=1) for idx in parts]
+                        part_sim = torch.stack([f.values for f in found], dim=1)  # (b, parts, n)
+                        part_t = torch.stack([idx[f.indices] for idx, f in zip(parts, found, strict=True)], dim=1)
+                    cand_sim = torch.cat([top_sim[q0:q0 + b], part_sim.max(dim=1).values], dim=1)
+                    cols = torch.arange(r0, r0 + n_blk).expand(b, -1)
                     cand_ref = torch.cat([top_ref[q0:q0 + b], cols], dim=1)
-                    cand_tr = torch.cat([top_tr[q0:q0 + b], part_t.flatten(1)], dim=1)
+                    cand_tr = torch.cat([top_tr[q0:q0 + b], part_t.transpose(1, 2)], dim=1)  # (b, k + n, P)
                     top_sim[q0:q0 + b], pick = cand_sim.topk(k, dim=1)
-                    top_ref[q0:q0 + b], top_tr[q0:q0 + b] = cand_ref.gather(1, pick), cand_tr.gather(1, pick)
+                    top_ref[q0:q0 + b] = cand_ref.gather(1, pick)
+                    top_tr[q0:q0 + b] = cand_tr.gather(1, pick[:, :, None].expand(-1, -1, n_parts))
                 for gi in range(len(group_list)):
                     cols = member[gi, r0:r0 + ref_block]
                     if not bool(cols.any()):
@@ -127,4 +140,4 @@ def best_matches(queries: torch.Tensor, refs: torch.Tensor, *, views: Views, sco
                     tr_idx[q0:q0 + b, gi] = torch.where(better, chosen_t, tr_idx[q0:q0 + b, gi])
             if progress:
                 progress(min(q0 + query_batch, n_q), n_q)
-    return Matches(sim, ref_idx, tr_idx, top_ref if k else None, top_tr if k else None)
+    return Matches(sim, ref_idx, tr_idx, top_ref if k else None, top_tr if k else None, pairs)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from synthrelease.checks.audit import set_sha256
+from synthrelease.audit import set_sha256
 from synthrelease.data.workspace import Workspace
 from synthrelease.errors import InputError
 from synthrelease.release.errors import ExportRefused

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from synthrelease.checks.audit import workspace_identifiers
+from synthrelease.audit import workspace_identifiers
 from synthrelease.checks.privacy.metadata import MIN_IDENTIFIER_LENGTH
 from synthrelease.data.leakscan import find_strings
 from synthrelease.data.nnunet import scan_nnunet

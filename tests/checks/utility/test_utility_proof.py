@@ -87,8 +87,9 @@ def ct(tmp_path_factory: pytest.TempPathFactory) -> dict[str, CheckResult]:
 def test_ct_real_arm_segments_bone_and_tumour(ct: dict[str, CheckResult]) -> None:
     m = ct["copycat"].metrics
     assert m["dice_bone_real"].value > 0.8
-    # the brief's target is a tumour Dice > 0.7; at 32^3 (7.5 mm voxels) the phantom tumour (10-100 voxels, about
-    # 0.05 above muscle on the model range) is found in few holdout patients: see the report for the numbers
+    # the brief's target is a tumour Dice > 0.7. At 32^3 (7.5 mm voxels) a 15-40 mm tumour is 2-5 voxels across:
+    # the model learns the training patients' tumours (Dice 0.78 on them) but finds few holdout ones, whatever
+    # the tumour's contrast; at 128^3 the same engine reaches 0.84 (benchmarks/RESULTS.md, GPU)
     assert m["dice_tumour_real"].value > 0.1
 
 

@@ -3,7 +3,10 @@
 Members are the training patients, non-members the holdout patients. Attacks, each a score per real case:
 
 - GAN-Leaks (Chen et al. 2020), calibration-free: similarity to the closest synthetic case, in pixel space (NCC
-  after the alignment search) and in the contrastive embedding (cosine).
+  after the alignment search) and in the contrastive embedding (cosine). The pixel score of a real case is read
+  from the synthetic set's search against the real cohort that the memorization and DCR checks run (every
+  (synthetic, real) pair's best NCC over the alignments of the synthetic case), so it costs no search of its own;
+  where that matrix was too large to keep, the real cases are searched against the synthetic set instead.
 - DOMIAS (van Breugel et al. 2023): density ratio ``log p_synthetic(x) - log p_reference(x)``, Gaussian KDEs in a
   low-dimensional PCA of the embedding (fitted on the synthetic set). The reference density uses holdout cases
   only, cross-fitted: every real case is scored against a reference that excludes its own fold, so no scored case
@@ -56,7 +59,11 @@ class MIACheck(Check):
     def compute(self, ctx: AuditContext) -> tuple[dict[str, Metric], dict[str, Any]]:
         n_train = len(ctx.train)
         syn = (("synthetic", None),)
-        pixel = ctx.pixel_matches("real", syn).similarity[:, 0].numpy()
+        pairs = ctx.pixel_matches("synthetic", ctx.standard_groups()).pairs  # (synthetic, train + holdout)
+        if pairs is not None:
+            pixel = pairs.max(dim=0).values.numpy()
+        else:
+            pixel = ctx.pixel_matches("real", syn).similarity[:, 0].numpy()
         embed = ctx.embedding_matches("real", syn).similarity[:, 0].numpy()
         real_emb, syn_emb = ctx.embeddings("real").numpy(), ctx.embeddings("synthetic").numpy()
         is_holdout = np.arange(len(real_emb)) >= n_train
