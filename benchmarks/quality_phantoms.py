@@ -6,7 +6,9 @@ generator trains on train only. Prints one table row:
 
 - train (s): wall time of ``fit``; CPU (s): its process CPU time (with one thread, the time on an unshared core);
 - not copies: share of samples whose nearest training case (mean absolute difference) is farther than the nearest
-  training case of every holdout patient is (the memorization threshold of the privacy checks).
+  training case of every holdout patient is (the memorization threshold of the privacy checks). Unaligned: a
+  shifted copy passes it (``--generator copycat`` scores 100%); ``synthrelease audit``'s memorization check, with
+  its alignment search, is the test of copying.
 
 CT (head and neck; wide window [-1000, 1000] HU, so bone HU is measurable; samples mapped back to HU):
 
