@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from synthrelease.data.case import Case, Geometry
 from synthrelease.data.schema import BRATS_SCHEMA, CT_HEAD_NECK_SCHEMA
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread for a module, restored afterwards: small models run faster there, and two threads on
+    two busy cores run several times slower than one. Modules and conftests use it through an autouse fixture."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _tiny_case(case_id: str = "c000", *, shape: tuple[int, int, int] = (16, 18, 20), modality: str = "CT",

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from click.testing import CliRunner
 
 from synthrelease.data.ingest import IngestOptions, ingest
@@ -22,11 +20,8 @@ def run(*args: object):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread: None) -> None:
+    """Set before the module's fixtures compute anything (``one_torch_thread``)."""
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import torch
 
 from synthrelease.data.cohort import Cohort
 from synthrelease.data.phantoms import make_ct_phantom
@@ -13,12 +10,8 @@ from synthrelease.data.preprocess import PreprocessConfig, preprocess_case
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Small models run faster (and reproducibly timed) on one thread; restore the setting afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread: None) -> None:
+    """Set before the module's fixtures compute anything (``one_torch_thread``)."""
 
 
 @pytest.fixture(scope="module")

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from synthrelease.data.nnunet import write_nnunet
 from synthrelease.data.phantoms import make_mri_phantom
 from synthrelease.data.preprocess import PreprocessConfig, preprocess_case
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread(one_torch_thread: None) -> None:
+    """Set before the module's fixtures compute anything (``one_torch_thread``)."""
 
 
 @pytest.fixture(scope="module")

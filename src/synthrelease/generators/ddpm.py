@@ -15,6 +15,7 @@ EMA, optimiser, training step, sampling loop) are shared with the ``mask`` gener
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,9 +116,9 @@ class DiffusionGenerator(Generator):
 
     config: DiffusionConfig
 
+    @abstractmethod
     def layout(self, spec: DataSpec) -> tuple[int, int, tuple[int, int, int]]:
         """(input channels, output channels, grid) of the U-Net for ``spec``."""
-        raise NotImplementedError
 
     def build(self, spec: DataSpec) -> None:
         cfg = self.config

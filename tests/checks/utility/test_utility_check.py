@@ -4,13 +4,11 @@ is useless (ratio near 0), the real arm's model is reused from the cache, and th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from synthrelease.checks import AuditContext, AuditSettings, CheckResult, Status
 from synthrelease.checks.utility.segmentation import SegmentationUtilityCheck, check_arms
@@ -24,11 +22,8 @@ SETTINGS = AuditSettings(n_boot=200, utility_engine="monai", utility_steps=150, 
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:  # module scope: set before the module's results are computed
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread: None) -> None:  # module scope: set before the module's results are computed
+    """Set before the module's fixtures compute anything (``one_torch_thread``)."""
 
 
 @pytest.fixture(scope="module")

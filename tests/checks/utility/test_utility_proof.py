@@ -10,12 +10,10 @@ run (``-s`` prints them).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from synthrelease.checks import AuditContext, AuditSettings, CheckResult, Status
 from synthrelease.checks.utility.segmentation import SegmentationUtilityCheck
@@ -31,11 +29,8 @@ SETTINGS = AuditSettings(utility_engine="monai", utility_arms=("real", "syntheti
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:  # two torch threads on two busy cores run ten times slower than one
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread: None) -> None:  # two torch threads on two busy cores run ten times slower than one
+    """Set before the module's fixtures compute anything (``one_torch_thread``)."""
 
 
 def _phantoms(modality: str, n: int) -> list[Case]:
