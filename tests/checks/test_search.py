@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from synthrelease.checks.align import Alignment
+from synthrelease.checks.context import _refined_overlap
 from synthrelease.checks.neighbours import best_matches, dice_score, dot_score, overlap_ncc_score
 
 
@@ -122,3 +123,58 @@ def test_polyphase_moves_equal_moving_at_full_resolution(flip: bool) -> None:
         poly_in = shift_view(pool(shift_view(ones, flip, phase_rest, 0.0), f), False, cells, 0.0)[0] > 0.999  # type: ignore[arg-type]
         assert torch.equal(inside, poly_in) and inside.any()
         assert torch.allclose(direct[0][inside], poly[0][inside])
+        assert torch.equal(_refined_overlap(f, (8, 8, 8), flip, eff), inside.float().flatten())  # cached per move
+
+
+def test_extra_references_get_their_best_transform_in_each_part() -> None:
+    """``extra`` references (chosen in another space) are appended to the top references whatever their rank,
+    each with its best transform among the unmirrored and among the mirrored moves, as a brute force gives."""
+    g = torch.Generator().manual_seed(3)
+    q, r = torch.randn(5, 1, 6, 6, 6, generator=g), torch.randn(11, 216, generator=g)
+    align = Alignment(shift=1, rotations_deg=())
+    views = lambda x: align.apply(x).flatten(2)  # noqa: E731
+    plan = align.plan((6, 6, 6))
+    parts = [[i for i, mv in enumerate(plan) if mv.flip is fl] for fl in (False, True)]
+    extra = torch.tensor([[10, 0], [3, 4], [7, 7], [1, 9], [2, 5]])
+    m = best_matches(q, r, views=views, score=dot_score, query_batch=2, ref_block=4, top_k=2, top_parts=parts,
+                     extra=extra)
+    assert m.top_reference is not None and m.top_transform is not None
+    assert m.top_reference.shape == (5, 4) and torch.equal(m.top_reference[:, 2:], extra)
+    full = torch.einsum("qtd,nd->qtn", views(q), r)  # (Q, T, N)
+    for qi in range(5):
+        for j, ref in enumerate(extra[qi].tolist()):
+            for pi, idx in enumerate(parts):
+                assert int(m.top_transform[qi, 2 + j, pi]) == idx[int(full[qi, idx, ref].argmax())]
+    only_extra = best_matches(q, r, views=views, score=dot_score, query_batch=2, ref_block=4, top_parts=parts,
+                              extra=extra)
+    assert only_extra.top_reference is not None and torch.equal(only_extra.top_reference, extra)
+
+
+def test_pooled_search_finds_copies_moved_by_odd_voxel_counts(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """On a pooled grid (32^3 cases compared on 16^3 cells) a copy moved by an odd number of voxels sits half a cell
+    off its source; the refinement below the cell (candidates from the pooled NCC and from the embedding) still
+    scores it as an exact copy of the right training case, and a patient never seen stays below."""
+    from synthrelease.checks import AuditContext, AuditSettings
+    from synthrelease.checks.align import shift_view
+    from synthrelease.checks.embedding import EmbeddingConfig
+    from synthrelease.data.cohort import Cohort
+    from synthrelease.data.phantoms import make_ct_phantom
+
+    cases = [make_ct_phantom(i, shape=32, seed=0) for i in range(14)]
+    moves = [(False, (1, 0, 0)), (True, (-1, 1, 1)), (False, (3, -1, 2)), (True, (0, 0, -3))]
+    syn = []
+    for i, (flip, shift) in enumerate(moves):
+        img = torch.from_numpy(cases[2 * i].image.copy())
+        moved = shift_view(img, flip, shift, float(img.min())).numpy()
+        lab = shift_view(torch.from_numpy(cases[2 * i].labels.astype("int64")), flip, shift, 0).numpy()
+        syn.append(cases[2 * i].with_(case_id=f"syn{i:03d}", image=moved, labels=lab.astype(cases[0].labels.dtype)))
+    syn.append(cases[13].with_(case_id="syn999"))  # a patient neither in train nor in holdout
+    settings = AuditSettings(max_size=16, embedding=EmbeddingConfig(steps=20, batch=8))
+    ctx = AuditContext(Cohort.from_cases(cases[:9], name="train"), Cohort.from_cases(cases[9:13], name="holdout"),
+                       Cohort.from_cases(syn, name="syn"), out_dir=tmp_path, cache_dir=tmp_path / "cache", seed=0,
+                       settings=settings)
+    assert ctx.factor == 2
+    sim, ref, _ = ctx.pixel_matches("synthetic", ctx.standard_groups()).column(0)
+    assert torch.all(sim[:4] > 0.99), sim  # not exactly 1: each copy is standardized again after air enters
+    assert ref[:4].tolist() == [0, 2, 4, 6]
+    assert float(sim[4]) < 0.95

@@ -9,6 +9,7 @@ both inside the workspace (or the folder the steward named for a workspace-free 
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,7 +40,8 @@ __all__ = ["AuditContext", "AuditSettings", "Group"]
 T = TypeVar("T")
 # a cohort name ("train", "holdout", "synthetic", "real") and indices (None: all)
 Group = tuple[str, tuple[int, ...] | None]
-REFINE_TOP_K = 8  # references per query refined below the pooled grid (each in both mirror states)
+REFINE_TOP_K = 16  # references per query refined below the pooled grid, from each of the two pooled phases and
+# from the embedding (each in both mirror states)
 MAX_PAIRS_KEPT = 25_000_000  # (query, reference) similarities kept per search (100 MB): the MIA reuses them
 
 
@@ -53,6 +55,31 @@ def shift_parts(align: Alignment, shape: tuple[int, ...]) -> list[list[int]]:
 
 
 Progress = Callable[[str, int, int], None]
+
+
+def _merge(a: Matches, b: Matches) -> Matches:
+    """Two searches of the same queries against the same references (e.g. two phases of the pooled grid): the best
+    of both per group and per pair, and both lists of refinement candidates."""
+    better = b.similarity > a.similarity
+    assert a.top_reference is not None and b.top_reference is not None
+    assert a.top_transform is not None and b.top_transform is not None
+    pairs = None if a.pairs is None or b.pairs is None else torch.maximum(a.pairs, b.pairs)
+    return Matches(torch.where(better, b.similarity, a.similarity), torch.where(better, b.reference, a.reference),
+                   torch.where(better, b.transform, a.transform),
+                   torch.cat([a.top_reference, b.top_reference], dim=1),
+                   torch.cat([a.top_transform, b.top_transform], dim=1), pairs)
+
+
+@functools.lru_cache(maxsize=4096)
+def _refined_overlap(f: int, shape: tuple[int, int, int], flip: bool, shift_xyz: tuple[int, int, int]) -> torch.Tensor:
+    """Flat ``(V,)`` mask of the pooled grid: the cells wholly inside the field of view after a grid of ``shape``
+    native voxels is mirrored (``flip``) and moved by ``shift_xyz`` native voxels (as ``shift_view`` moves it), then
+    pooled by ``f``. The same for every case, so built once per move."""
+    rest = (shift_xyz[0] % f, shift_xyz[1] % f, shift_xyz[2] % f)
+    cells = tuple((k - r) // f for k, r in zip(shift_xyz, rest, strict=True))
+    phase = (-rest[0], rest[1], rest[2]) if flip else rest
+    inside = pool(shift_view(torch.ones(1, *shape), flip, phase, 0.0), f)
+    return (shift_view(inside, False, (cells[0], cells[1], cells[2]), 0.0)[0] > 0.999).float().flatten()
 
 
 @dataclass(frozen=True)
@@ -161,16 +188,19 @@ class AuditContext:
 
         def compute() -> dict[str, Any]:
             cohort, f, size = self.cohort(which), self.factor, self.settings.embedding.size
-            vols, labs, cubes, prints = [], [], [], []
+            vols, halves, labs, cubes, prints = [], [], [], [], []
             for i, case in enumerate(cohort):
                 z = standardized(case)
                 vols.append(pool(z, f).contiguous())
+                if f > 1:  # the case moved by half a cell on every axis, then pooled (the search's second phase)
+                    floor = z.flatten(1).min(dim=1).values[:, None, None, None]
+                    halves.append(pool(shift_view(z, False, (f // 2,) * 3, floor), f).contiguous())
                 labs.append(label_tensor(case, f))
                 cubes.append(to_cube(z, size))
                 prints.append(fingerprint(z))
                 self.progress(f"load {which}", i + 1, len(cohort))
-            return {"vol": torch.stack(vols), "lab": torch.stack(labs), "cube": torch.stack(cubes),
-                    "print": prints}
+            return {"vol": torch.stack(vols), "half": torch.stack(halves) if halves else None,
+                    "lab": torch.stack(labs), "cube": torch.stack(cubes), "print": prints}
 
         return self.memo(f"features/{which}", compute)
 
@@ -179,6 +209,16 @@ class AuditContext:
         if which == "real":
             return self.memo("vol/real", lambda: torch.cat([self.volumes("train"), self.volumes("holdout")]))
         return self._features(which)["vol"]
+
+    def half_cell_volumes(self, which: str) -> torch.Tensor:
+        """As ``volumes``, each case first moved by half a cell (``factor // 2`` native voxels) on every axis; only
+        when ``factor`` > 1."""
+        if self.factor == 1:
+            raise ValueError("half-cell volumes exist only on a pooled grid")
+        if which == "real":
+            return self.memo("half/real", lambda: torch.cat([self.half_cell_volumes("train"),
+                                                             self.half_cell_volumes("holdout")]))
+        return self._features(which)["half"]
 
     def label_maps(self, which: str) -> torch.Tensor:
         """Soft one-hot foreground label maps ``(N, L, z, y, x)``."""
@@ -254,15 +294,36 @@ class AuditContext:
                 v = (align.apply(x) - mean).flatten(3)  # (b, T, C, V)
                 return (v * masks[None, :, None, :]).flatten(2)
 
-            coarse = best_matches(self.volumes(query), ref_rows, views=views,
-                                  score=overlap_ncc_score(masks, channels), groups=index,
-                                  query_batch=self.settings.query_batch, ref_block=self.settings.ref_block,
-                                  top_k=REFINE_TOP_K if self.factor > 1 else 0, top_parts=shift_parts(align, shape),
-                                  keep_pairs=self.n(query) * ref_rows.shape[0] <= MAX_PAIRS_KEPT,
-                                  progress=lambda d, t: self.progress(f"align {query} cases", d, t))
-            return self._refine(query, coarse, ref_rows, index) if self.factor > 1 else coarse
+            pooled = self.factor > 1
+
+            def search(volumes: torch.Tensor, extra: torch.Tensor | None, task: str) -> Matches:
+                return best_matches(volumes, ref_rows, views=views, score=overlap_ncc_score(masks, channels),
+                                    groups=index, query_batch=self.settings.query_batch,
+                                    ref_block=self.settings.ref_block, top_k=REFINE_TOP_K if pooled else 0,
+                                    top_parts=shift_parts(align, shape), extra=extra,
+                                    keep_pairs=self.n(query) * ref_rows.shape[0] <= MAX_PAIRS_KEPT,
+                                    progress=lambda d, t: self.progress(task, d, t))
+
+            if not pooled:
+                return search(self.volumes(query), None, f"align {query} cases")
+            # two phases on the pooled grid: as pooled, and moved half a cell on every axis first. A copy moved by
+            # an odd number of voxels on some axes then sits at most half a cell off its source on one axis in one
+            # of them, which keeps the source among its best candidates against many look-alike patients
+            coarse = _merge(search(self.volumes(query), self._embedding_candidates(query, groups),
+                                   f"align {query} cases"),
+                            search(self.half_cell_volumes(query), None, f"align {query} cases, half-cell phase"))
+            return self._refine(query, coarse, ref_rows, index)
 
         return self.memo(f"pix/{query}/{groups}", compute)
+
+    def _embedding_candidates(self, query: str, groups: tuple[Group, ...]) -> torch.Tensor:
+        """``(Q, REFINE_TOP_K)``: each query's nearest references by embedding cosine (indices into the rows of
+        ``_refs(groups, ...)``). The refinement takes them beside the best references on the pooled grid: the encoder
+        is trained to map a shifted or mirrored case near itself, so a copy moved half a cell off its source, which
+        can rank below look-alike patients on the pooled grid, still ranks its source near the top here."""
+        emb_rows, _ = self._refs(groups, self.embeddings)
+        cos = self.embeddings(query) @ emb_rows.T
+        return cos.topk(min(REFINE_TOP_K, emb_rows.shape[0]), dim=1).indices
 
     def _native_cases(self, query: str) -> Iterator[Case]:
         if query == "real":
@@ -274,11 +335,12 @@ class AuditContext:
     def _refine(self, query: str, coarse: Matches, ref_rows: torch.Tensor,
                 index: list[range | list[int]]) -> Matches:
         """Sub-cell refinement when the grid is pooled by ``f`` > 1: the coarse search only tries shifts by whole
-        cells (``f`` native voxels). For each query's ``REFINE_TOP_K`` best (reference, shift) pairs, native offsets
-        of ``{-f/2, 0, f/2}`` voxels per axis around that shift are tried (moved at full resolution, then pooled),
-        so a copy moved by any whole number of native voxels scores as if found exactly. The candidates are the
-        best per reference among unmirrored and among mirrored moves (a near-symmetric head can make the wrong
-        mirror state win on the coarse grid). Rotations are kept as found."""
+        cells (``f`` native voxels). For each query's ``REFINE_TOP_K`` best references in each of the two pooled
+        phases and its ``REFINE_TOP_K`` nearest in the embedding, native offsets of ``{-f/2, 0, f/2}`` voxels per
+        axis around the reference's best shift are tried (moved at full resolution, then pooled), so a copy moved by
+        any whole number of native voxels scores as if found exactly. Each candidate is refined at its best
+        unmirrored and at its best mirrored shift (a near-symmetric head can make the wrong mirror state win on the
+        coarse grid). Rotations are kept as found."""
         assert coarse.top_reference is not None and coarse.top_transform is not None
         f, align, mean = self.factor, self.settings.alignment, self.template()
         half = f // 2
@@ -289,37 +351,57 @@ class AuditContext:
         members = [set(g) for g in index]
         for qi, case in enumerate(self._native_cases(query)):
             native = standardized(case)
+            native_shape = (native.shape[1], native.shape[2], native.shape[3])
             floor = native.flatten(1).min(dim=1).values[:, None, None, None]
-            ones = torch.ones(1, *native.shape[1:])
             # the case moved by ``rest`` (< f) native voxels, then pooled: a shift f*k + rest is that phase moved by k
             # cells (polyphase), so the full-resolution work is done once per (mirror, rest), not per shift
-            phases: dict[tuple[bool, tuple[int, int, int]], tuple[torch.Tensor, torch.Tensor]] = {}
-            candidates = [(r, t) for r, ts in zip(coarse.top_reference[qi].tolist(),
-                                                  coarse.top_transform[qi].tolist(), strict=True) for t in ts]
-            for r, t in candidates:
-                move = align.move(t, shape)
-                if r < 0 or move.shift_xyz is None:
-                    continue
-                kx, ky, kz = move.shift_xyz
-                rows, masks = [], []
-                for ox, oy, oz in offsets:
-                    s = (f * kx + ox, f * ky + oy, f * kz + oz)
-                    # shift_view mirrors x first and then moves by -s_x: split the move it will make
-                    eff = (-s[0] if move.flip else s[0], s[1], s[2])
-                    rest = (eff[0] % f, eff[1] % f, eff[2] % f)
-                    cells = ((eff[0] - rest[0]) // f, (eff[1] - rest[1]) // f, (eff[2] - rest[2]) // f)
-                    key = (move.flip, (-rest[0], rest[1], rest[2]) if move.flip else rest)
-                    if key not in phases:
-                        phases[key] = (pool(shift_view(native, key[0], key[1], floor), f),
-                                       pool(shift_view(ones, key[0], key[1], 0.0), f))
-                    view, inside = phases[key]
-                    rows.append((shift_view(view, False, cells, floor) - mean).flatten())
-                    masks.append((shift_view(inside, False, cells, 0.0)[0] > 0.999).float().flatten())
-                m = torch.stack(masks)
-                q_rows = torch.stack(rows) * m.repeat(1, native.shape[0])
-                best = overlap_ncc_score(m, native.shape[0])(q_rows, ref_rows[r][None]).max()
+            phases: dict[tuple[bool, tuple[int, int, int]], torch.Tensor] = {}
+            # every native shift tried for this query becomes one view row, whichever candidates need it; all
+            # candidates are then scored against all rows in one product and each keeps the max over its own rows
+            row_of: dict[tuple[bool, tuple[int, int, int]], int] = {}
+            rows: list[torch.Tensor] = []
+            masks: list[torch.Tensor] = []
+            cand_ref: list[int] = []
+            cand_rows: list[list[int]] = []
+            seen: set[tuple[int, int]] = set()
+            for r, ts in zip(coarse.top_reference[qi].tolist(), coarse.top_transform[qi].tolist(), strict=True):
+                for t in ts:
+                    move = align.move(t, shape)
+                    if r < 0 or move.shift_xyz is None or (r, t) in seen:
+                        continue
+                    seen.add((r, t))
+                    kx, ky, kz = move.shift_xyz
+                    idx = []
+                    for ox, oy, oz in offsets:
+                        s = (f * kx + ox, f * ky + oy, f * kz + oz)
+                        # shift_view mirrors x first and then moves by -s_x: split the move it will make
+                        eff = (-s[0] if move.flip else s[0], s[1], s[2])
+                        if (move.flip, eff) not in row_of:
+                            rest = (eff[0] % f, eff[1] % f, eff[2] % f)
+                            cells = ((eff[0] - rest[0]) // f, (eff[1] - rest[1]) // f, (eff[2] - rest[2]) // f)
+                            key = (move.flip, (-rest[0], rest[1], rest[2]) if move.flip else rest)
+                            if key not in phases:
+                                phases[key] = pool(shift_view(native, key[0], key[1], floor), f)
+                            row_of[(move.flip, eff)] = len(rows)
+                            rows.append((shift_view(phases[key], False, cells, floor) - mean).flatten())
+                            masks.append(_refined_overlap(f, native_shape, move.flip, eff))
+                        idx.append(row_of[(move.flip, eff)])
+                    cand_ref.append(r)
+                    cand_rows.append(idx)
+            if not cand_ref:
+                continue
+            used = sorted(set(cand_ref))
+            col = {r: j for j, r in enumerate(used)}
+            m = torch.stack(masks)
+            q_rows = torch.stack(rows) * (m if native.shape[0] == 1 else m.repeat(1, native.shape[0]))
+            scores = overlap_ncc_score(m, native.shape[0])(q_rows, ref_rows[used])  # (rows, used references)
+            picked = scores[torch.tensor(cand_rows), torch.tensor([col[r] for r in cand_ref])[:, None]].max(dim=1)
+            best_per_ref: dict[int, float] = {}
+            for r, v in zip(cand_ref, picked.values.tolist(), strict=True):
+                best_per_ref[r] = max(v, best_per_ref.get(r, float("-inf")))
+            for r, best in best_per_ref.items():
                 if pairs is not None:
-                    pairs[qi, r] = torch.maximum(pairs[qi, r], best)
+                    pairs[qi, r] = max(float(pairs[qi, r]), best)
                 for gi, group in enumerate(members):
                     if r in group and best > sim[qi, gi]:
                         sim[qi, gi], refs[qi, gi] = best, r

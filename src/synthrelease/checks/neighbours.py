@@ -70,8 +70,8 @@ class Matches:
     similarity: torch.Tensor  # (Q, G) float
     reference: torch.Tensor  # (Q, G) long
     transform: torch.Tensor  # (Q, G) long
-    top_reference: torch.Tensor | None = None  # (Q, k): the k best references over all groups
-    top_transform: torch.Tensor | None = None  # (Q, k, P): each one's best transform in each of P parts
+    top_reference: torch.Tensor | None = None  # (Q, k + e): the k best references over all groups, then ``extra``
+    top_transform: torch.Tensor | None = None  # (Q, k + e, P): each one's best transform in each of P parts
     pairs: torch.Tensor | None = None  # (Q, N): best similarity over the transforms of every (query, reference)
 
     def column(self, g: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -81,12 +81,15 @@ class Matches:
 def best_matches(queries: torch.Tensor, refs: torch.Tensor, *, views: Views, score: Score = dot_score,
                  groups: Sequence[Sequence[int]] | None = None, query_batch: int = 8, ref_block: int = 512,
                  top_k: int = 0, top_parts: Sequence[Sequence[int]] | None = None, keep_pairs: bool = False,
-                 progress: Callable[[int, int], None] | None = None) -> Matches:
+                 extra: torch.Tensor | None = None, progress: Callable[[int, int], None] | None = None) -> Matches:
     """Best match of each query in each group of ``refs`` (``(N, D)`` rows already in the score's form); with
-    ``top_k``, also the ``top_k`` best references over all of ``refs`` (ranked by their best transform in any part)
-    with their best transform in each of ``top_parts`` (lists of transform indices, e.g. the unmirrored and the
+    ``top_k``, also the ``top_k`` best references over all of ``refs`` (ranked by their best transform, any part or
+    none: on a pooled grid a small rotation can outscore a copy's half-cell-off shift) with their best transform in
+    each of ``top_parts`` (lists of transform indices, e.g. the unmirrored and the
     mirrored shifts; default: every transform as one part), so a near-symmetric case keeps both mirror states; with
-    ``keep_pairs``, the whole ``(Q, N)`` matrix of best similarities over the transforms (``Q * N`` floats)."""
+    ``keep_pairs``, the whole ``(Q, N)`` matrix of best similarities over the transforms (``Q * N`` floats). ``extra``
+    (``(Q, e)`` reference indices chosen by the caller, e.g. nearest in another space) are appended to the top
+    references whatever their rank here, with their best transform in each part."""
     n_q, n_r = queries.shape[0], refs.shape[0]
     group_list = [list(range(n_r))] if groups is None else [list(g) for g in groups]
     member = torch.zeros(len(group_list), n_r, dtype=torch.bool)
@@ -101,6 +104,7 @@ def best_matches(queries: torch.Tensor, refs: torch.Tensor, *, views: Views, sco
     top_sim = torch.full((n_q, k), float("-inf"))
     top_ref = torch.full((n_q, k), -1, dtype=torch.long)
     top_tr = torch.zeros((n_q, k, n_parts), dtype=torch.long)
+    extra_tr = None if extra is None else torch.zeros((n_q, extra.shape[1], n_parts), dtype=torch.long)
     pairs = torch.full((n_q, n_r), float("-inf")) if keep_pairs else None
     with torch.no_grad():
         for q0 in range(0, n_q, query_batch):
@@ -112,15 +116,20 @@ def best_matches(queries: torch.Tensor, refs: torch.Tensor, *, views: Views, sco
                 best_t_sim, best_t = s.max(dim=1)  # (b, n)
                 if pairs is not None:
                     pairs[q0:q0 + b, r0:r0 + s.shape[2]] = best_t_sim
-                if k:
+                if k or extra_tr is not None:
                     n_blk = s.shape[2]
                     if parts is None:
-                        part_sim, part_t = best_t_sim[:, None], best_t[:, None]  # (b, 1, n)
+                        part_t = best_t[:, None]  # (b, 1, n)
                     else:
-                        found = [s[:, idx].max(dim=1) for idx in parts]
-                        part_sim = torch.stack([f.values for f in found], dim=1)  # (b, parts, n)
-                        part_t = torch.stack([idx[f.indices] for idx, f in zip(parts, found, strict=True)], dim=1)
-                    cand_sim = torch.cat([top_sim[q0:q0 + b], part_sim.max(dim=1).values], dim=1)
+                        found = [s[:, idx].max(dim=1).indices for idx in parts]
+                        part_t = torch.stack([idx[f] for idx, f in zip(parts, found, strict=True)], dim=1)
+                if extra is not None and extra_tr is not None:
+                    e = extra[q0:q0 + b]  # (b, e)
+                    here = (e >= r0) & (e < r0 + n_blk)
+                    got = part_t.gather(2, (e - r0).clamp(0, n_blk - 1)[:, None, :].expand(-1, n_parts, -1))
+                    extra_tr[q0:q0 + b] = torch.where(here[:, :, None], got.transpose(1, 2), extra_tr[q0:q0 + b])
+                if k:
+                    cand_sim = torch.cat([top_sim[q0:q0 + b], best_t_sim], dim=1)
                     cols = torch.arange(r0, r0 + n_blk).expand(b, -1)
                     cand_ref = torch.cat([top_ref[q0:q0 + b], cols], dim=1)
                     cand_tr = torch.cat([top_tr[q0:q0 + b], part_t.transpose(1, 2)], dim=1)  # (b, k + n, P)
@@ -140,4 +149,7 @@ def best_matches(queries: torch.Tensor, refs: torch.Tensor, *, views: Views, sco
                     tr_idx[q0:q0 + b, gi] = torch.where(better, chosen_t, tr_idx[q0:q0 + b, gi])
             if progress:
                 progress(min(q0 + query_batch, n_q), n_q)
-    return Matches(sim, ref_idx, tr_idx, top_ref if k else None, top_tr if k else None, pairs)
+    if extra is not None and extra_tr is not None:
+        top_ref, top_tr = torch.cat([top_ref, extra.long()], dim=1), torch.cat([top_tr, extra_tr], dim=1)
+    keep_top = bool(k) or extra is not None
+    return Matches(sim, ref_idx, tr_idx, top_ref if keep_top else None, top_tr if keep_top else None, pairs)
