@@ -178,3 +178,20 @@ def test_pooled_search_finds_copies_moved_by_odd_voxel_counts(tmp_path) -> None:
     assert torch.all(sim[:4] > 0.99), sim  # not exactly 1: each copy is standardized again after air enters
     assert ref[:4].tolist() == [0, 2, 4, 6]
     assert float(sim[4]) < 0.95
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_half_cell_phase_move_is_f_k_plus_half_on_every_axis(flip: bool) -> None:
+    """The second phase of the pooled search moves a case f/2 voxels on every axis, pools, then mirrors and moves by
+    k cells: the same view as moving it f*k + f/2 native voxels (mirrored or not), which is where the refinement
+    centres that phase's candidates."""
+    from synthrelease.checks.align import shift_view
+    from synthrelease.checks.features import pool
+
+    z = torch.randn(1, 12, 12, 12, generator=torch.Generator().manual_seed(4))
+    f, h = 2, 1
+    for k in [(0, 0, 0), (1, 0, -1), (-1, 1, 0)]:
+        phase = shift_view(pool(shift_view(z, False, (h, h, h), -9.0), f), flip, k, -9.0)
+        native = pool(shift_view(z, flip, tuple(f * c + h for c in k), -9.0), f)  # type: ignore[arg-type]
+        inside = (phase > -8) & (native > -8)
+        assert inside.sum() > 50 and torch.allclose(phase[inside], native[inside], atol=1e-5)

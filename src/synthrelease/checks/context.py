@@ -40,7 +40,7 @@ __all__ = ["AuditContext", "AuditSettings", "Group"]
 T = TypeVar("T")
 # a cohort name ("train", "holdout", "synthetic", "real") and indices (None: all)
 Group = tuple[str, tuple[int, ...] | None]
-REFINE_TOP_K = 16  # references per query refined below the pooled grid, from each of the two pooled phases and
+REFINE_TOP_K = 32  # references per query refined below the pooled grid, from each of the two pooled phases and
 # from the embedding (each in both mirror states)
 MAX_PAIRS_KEPT = 25_000_000  # (query, reference) similarities kept per search (100 MB): the MIA reuses them
 
@@ -57,17 +57,19 @@ def shift_parts(align: Alignment, shape: tuple[int, ...]) -> list[list[int]]:
 Progress = Callable[[str, int, int], None]
 
 
-def _merge(a: Matches, b: Matches) -> Matches:
-    """Two searches of the same queries against the same references (e.g. two phases of the pooled grid): the best
-    of both per group and per pair, and both lists of refinement candidates."""
+def _merge(a: Matches, b: Matches, b_phase: int) -> Matches:
+    """Two searches of the same queries against the same references, ``b`` with the queries moved by ``b_phase``
+    native voxels on every axis before pooling: the best of both per group and per pair, and both lists of
+    refinement candidates, each with its phase."""
     better = b.similarity > a.similarity
     assert a.top_reference is not None and b.top_reference is not None
     assert a.top_transform is not None and b.top_transform is not None
     pairs = None if a.pairs is None or b.pairs is None else torch.maximum(a.pairs, b.pairs)
+    phase = torch.cat([torch.zeros_like(a.top_reference), torch.full_like(b.top_reference, b_phase)], dim=1)
     return Matches(torch.where(better, b.similarity, a.similarity), torch.where(better, b.reference, a.reference),
                    torch.where(better, b.transform, a.transform),
                    torch.cat([a.top_reference, b.top_reference], dim=1),
-                   torch.cat([a.top_transform, b.top_transform], dim=1), pairs)
+                   torch.cat([a.top_transform, b.top_transform], dim=1), pairs, phase)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -311,7 +313,8 @@ class AuditContext:
             # of them, which keeps the source among its best candidates against many look-alike patients
             coarse = _merge(search(self.volumes(query), self._embedding_candidates(query, groups),
                                    f"align {query} cases"),
-                            search(self.half_cell_volumes(query), None, f"align {query} cases, half-cell phase"))
+                            search(self.half_cell_volumes(query), None, f"align {query} cases, half-cell phase"),
+                            self.factor // 2)
             return self._refine(query, coarse, ref_rows, index)
 
         return self.memo(f"pix/{query}/{groups}", compute)
@@ -363,17 +366,22 @@ class AuditContext:
             masks: list[torch.Tensor] = []
             cand_ref: list[int] = []
             cand_rows: list[list[int]] = []
-            seen: set[tuple[int, int]] = set()
-            for r, ts in zip(coarse.top_reference[qi].tolist(), coarse.top_transform[qi].tolist(), strict=True):
+            seen: set[tuple[int, int, int]] = set()
+            phase_of = [0] * coarse.top_reference.shape[1] if coarse.top_phase is None else \
+                coarse.top_phase[qi].tolist()
+            for r, ts, h in zip(coarse.top_reference[qi].tolist(), coarse.top_transform[qi].tolist(), phase_of,
+                                strict=True):
                 for t in ts:
                     move = align.move(t, shape)
-                    if r < 0 or move.shift_xyz is None or (r, t) in seen:
+                    if r < 0 or move.shift_xyz is None or (r, t, h) in seen:
                         continue
-                    seen.add((r, t))
-                    kx, ky, kz = move.shift_xyz
+                    seen.add((r, t, h))
+                    # the candidate's native shift: k cells after its phase moved the case h voxels (mirrored or not,
+                    # that is f*k + h on every axis), then offsets around it
+                    kx, ky, kz = (f * k + h for k in move.shift_xyz)
                     idx = []
                     for ox, oy, oz in offsets:
-                        s = (f * kx + ox, f * ky + oy, f * kz + oz)
+                        s = (kx + ox, ky + oy, kz + oz)
                         # shift_view mirrors x first and then moves by -s_x: split the move it will make
                         eff = (-s[0] if move.flip else s[0], s[1], s[2])
                         if (move.flip, eff) not in row_of:

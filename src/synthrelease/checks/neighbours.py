@@ -73,6 +73,8 @@ class Matches:
     top_reference: torch.Tensor | None = None  # (Q, k + e): the k best references over all groups, then ``extra``
     top_transform: torch.Tensor | None = None  # (Q, k + e, P): each one's best transform in each of P parts
     pairs: torch.Tensor | None = None  # (Q, N): best similarity over the transforms of every (query, reference)
+    top_phase: torch.Tensor | None = None  # (Q, k + e): native voxels the query was moved on every axis before
+    # pooling in the search that found each top reference (0 when None; see ``AuditContext.pixel_matches``)
 
     def column(self, g: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.similarity[:, g], self.reference[:, g], self.transform[:, g]
