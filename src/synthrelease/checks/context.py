@@ -72,16 +72,26 @@ def _merge(a: Matches, b: Matches, b_phase: int) -> Matches:
                    torch.cat([a.top_transform, b.top_transform], dim=1), pairs, phase)
 
 
+Vec3 = tuple[int, int, int]
+
+
+def _polyphase(f: int, flip: bool, eff: Vec3) -> tuple[Vec3, Vec3]:
+    """Split the native move ``eff`` (as ``shift_view`` makes it after the mirror) into the phase to move the case
+    by at full resolution before pooling by ``f`` (in ``shift_view``'s convention for ``flip``) and the whole cells
+    to move the pooled phase by afterwards."""
+    rest = (eff[0] % f, eff[1] % f, eff[2] % f)
+    cells = ((eff[0] - rest[0]) // f, (eff[1] - rest[1]) // f, (eff[2] - rest[2]) // f)
+    return ((-rest[0], rest[1], rest[2]) if flip else rest), cells
+
+
 @functools.lru_cache(maxsize=4096)
-def _refined_overlap(f: int, shape: tuple[int, int, int], flip: bool, shift_xyz: tuple[int, int, int]) -> torch.Tensor:
+def _refined_overlap(f: int, shape: Vec3, flip: bool, shift_xyz: Vec3) -> torch.Tensor:
     """Flat ``(V,)`` mask of the pooled grid: the cells wholly inside the field of view after a grid of ``shape``
     native voxels is mirrored (``flip``) and moved by ``shift_xyz`` native voxels (as ``shift_view`` moves it), then
     pooled by ``f``. The same for every case, so built once per move."""
-    rest = (shift_xyz[0] % f, shift_xyz[1] % f, shift_xyz[2] % f)
-    cells = tuple((k - r) // f for k, r in zip(shift_xyz, rest, strict=True))
-    phase = (-rest[0], rest[1], rest[2]) if flip else rest
+    phase, cells = _polyphase(f, flip, shift_xyz)
     inside = pool(shift_view(torch.ones(1, *shape), flip, phase, 0.0), f)
-    return (shift_view(inside, False, (cells[0], cells[1], cells[2]), 0.0)[0] > 0.999).float().flatten()
+    return (shift_view(inside, False, cells, 0.0)[0] > 0.999).float().flatten()
 
 
 @dataclass(frozen=True)
@@ -385,9 +395,8 @@ class AuditContext:
                         # shift_view mirrors x first and then moves by -s_x: split the move it will make
                         eff = (-s[0] if move.flip else s[0], s[1], s[2])
                         if (move.flip, eff) not in row_of:
-                            rest = (eff[0] % f, eff[1] % f, eff[2] % f)
-                            cells = ((eff[0] - rest[0]) // f, (eff[1] - rest[1]) // f, (eff[2] - rest[2]) // f)
-                            key = (move.flip, (-rest[0], rest[1], rest[2]) if move.flip else rest)
+                            phase, cells = _polyphase(f, move.flip, eff)
+                            key = (move.flip, phase)
                             if key not in phases:
                                 phases[key] = pool(shift_view(native, key[0], key[1], floor), f)
                             row_of[(move.flip, eff)] = len(rows)

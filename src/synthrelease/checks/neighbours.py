@@ -87,8 +87,8 @@ def best_matches(queries: torch.Tensor, refs: torch.Tensor, *, views: Views, sco
     """Best match of each query in each group of ``refs`` (``(N, D)`` rows already in the score's form); with
     ``top_k``, also the ``top_k`` best references over all of ``refs`` (ranked by their best transform, any part or
     none: on a pooled grid a small rotation can outscore a copy's half-cell-off shift) with their best transform in
-    each of ``top_parts`` (lists of transform indices, e.g. the unmirrored and the
-    mirrored shifts; default: every transform as one part), so a near-symmetric case keeps both mirror states; with
+    each of ``top_parts`` (lists of transform indices, e.g. the unmirrored and the mirrored shifts; default: every
+    transform as one part), so a near-symmetric case keeps both mirror states; with
     ``keep_pairs``, the whole ``(Q, N)`` matrix of best similarities over the transforms (``Q * N`` floats). ``extra``
     (``(Q, e)`` reference indices chosen by the caller, e.g. nearest in another space) are appended to the top
     references whatever their rank here, with their best transform in each part."""
@@ -125,7 +125,8 @@ def best_matches(queries: torch.Tensor, refs: torch.Tensor, *, views: Views, sco
                     else:
                         found = [s[:, idx].max(dim=1).indices for idx in parts]
                         part_t = torch.stack([idx[f] for idx, f in zip(parts, found, strict=True)], dim=1)
-                if extra is not None and extra_tr is not None:
+                if extra_tr is not None:
+                    assert extra is not None
                     e = extra[q0:q0 + b]  # (b, e)
                     here = (e >= r0) & (e < r0 + n_blk)
                     got = part_t.gather(2, (e - r0).clamp(0, n_blk - 1)[:, None, :].expand(-1, n_parts, -1))
@@ -153,5 +154,6 @@ def best_matches(queries: torch.Tensor, refs: torch.Tensor, *, views: Views, sco
                 progress(min(q0 + query_batch, n_q), n_q)
     if extra is not None and extra_tr is not None:
         top_ref, top_tr = torch.cat([top_ref, extra.long()], dim=1), torch.cat([top_tr, extra_tr], dim=1)
-    keep_top = bool(k) or extra is not None
-    return Matches(sim, ref_idx, tr_idx, top_ref if keep_top else None, top_tr if keep_top else None, pairs)
+    elif not k:
+        return Matches(sim, ref_idx, tr_idx, pairs=pairs)
+    return Matches(sim, ref_idx, tr_idx, top_ref, top_tr, pairs)
