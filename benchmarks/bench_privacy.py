@@ -27,7 +27,9 @@ Flags are therefore compared with an exhaustive reference (``--exhaustive-subset
 full resolution, every whole-voxel shift in the same physical range, the same flips and rotations, against every
 training case, scored with matrix products (untimed: it is the reference, not a contender). One rule on both
 sides: flagged when above tau = the highest similarity of the subset's holdout cases to the training set, each
-search with its own tau. The MIA's pixel attack reads the synthetic search's (synthetic, real) pair matrix, so
+search with its own tau. ``--exhaustive-boundary M`` adds the rows the verdict hinges on: the M cases of each
+set whose fast score is nearest the check's tau, and the M highest-scoring holdout cases (those that set tau). The
+MIA's pixel attack reads the synthetic search's (synthetic, real) pair matrix, so
 the family's pixel searches are synthetic x (train + holdout) and holdout x train, on both sides of the ratio.
 
 ``--json PATH`` also writes the headline figures as a flat JSON object (name -> number or string).
@@ -248,7 +250,7 @@ def brute_rows(bf: BruteForce, cohort: Cohort, rows: int) -> BruteRows:
                      [o[4] for o in out])
 
 
-def exhaustive_rows(train: Cohort, queries: dict[str, Cohort], rows: int, align: Alignment,
+def exhaustive_rows(train: Cohort, queries: dict[str, Cohort], rows: dict[str, np.ndarray], align: Alignment,
                     factor: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The memorization search without any shortcut, for the flag comparison: full resolution, every whole-voxel
     shift in the fast search's physical range (``shift * factor`` voxels per axis, in steps of one voxel, where
@@ -268,7 +270,7 @@ def exhaustive_rows(train: Cohort, queries: dict[str, Cohort], rows: int, align:
 
     out = {}
     for name, cohort in queries.items():
-        q = torch.stack([volume_tensor(cohort[i], 1) for i in range(rows)])
+        q = torch.stack([volume_tensor(cohort[int(i)], 1) for i in rows[name]])
         m = best_matches(q, refs, views=views, score=overlap_ncc_score(masks, mean.shape[0]), query_batch=1,
                          ref_block=64)
         out[name] = (m.similarity[:, 0].numpy(), m.reference[:, 0].numpy())
@@ -314,6 +316,9 @@ def main() -> None:
     parser.add_argument("--brute-subset", type=int, default=20, help="synthetic (and holdout) rows brute-forced")
     parser.add_argument("--exhaustive-subset", type=int, default=8,
                         help="synthetic (and holdout) rows searched exhaustively for the flag comparison")
+    parser.add_argument("--exhaustive-boundary", type=int, default=0,
+                        help="also search exhaustively the M cases of each set whose fast score is nearest the "
+                             "check's tau, and the M highest-scoring holdout cases (the ones that set tau)")
     parser.add_argument("--embedding-steps", type=int, default=None, help="encoder steps (default: the check's)")
     parser.add_argument("--n-boot", type=int, default=None, help="bootstrap draws (default: the check's)")
     parser.add_argument("--max-size", type=int, default=None,
@@ -451,26 +456,43 @@ def main() -> None:
     # brute force (same transforms as the fast search): its shifts step by ``factor`` voxels, so a copy moved by an
     # odd number of voxels escapes it; the exhaustive search tries every voxel shift and is the reference.
     ke = min(args.exhaustive_subset, n, n_hold)
-    exh = bt(f"exhaustive: {ke} rows of holdout and each set x {n} train (untimed reference)",
-             lambda: exhaustive_rows(train, {"holdout": holdout, **sets}, ke, settings.alignment, factor))
+    mb = min(args.exhaustive_boundary, n, n_hold)
+
+    def with_boundary(order: np.ndarray) -> np.ndarray:
+        """The first ``ke`` rows, then the first ``mb`` of ``order`` not already among them."""
+        extra = [int(i) for i in order if i >= ke][:mb]
+        return np.array(list(range(ke)) + extra, dtype=np.int64)
+
+    h_fast_all = fast[labels[0]][2]
+    tau_check = float(h_fast_all.max())
+    rows = {"holdout": with_boundary(np.argsort(-h_fast_all, kind="stable"))}
+    for lb in labels:
+        rows[lb] = with_boundary(np.argsort(np.abs(fast[lb][0] - tau_check), kind="stable"))
+    exh = bt(f"exhaustive: {ke} + {mb} boundary rows of holdout and each set x {n} train (untimed reference)",
+             lambda: exhaustive_rows(train, {"holdout": holdout, **sets}, rows, settings.alignment, factor))
     tau_b, tau_e = float(brute["holdout"].sim.max()), float(exh["holdout"][0].max())
     flag_rows = []
     for lb in labels:
         s_fast, near_fast, h_fast = fast[lb]
-        fe, ff_e = exh[lb][0] > tau_e, s_fast[:ke] > float(h_fast[:ke].max())
+        rs, rh = rows[lb], rows["holdout"]
+        tau_f = float(h_fast[rh].max())
+        fe, ff_e = exh[lb][0] > tau_e, s_fast[rs] > tau_f
         fb, ff_b = brute[lb].sim > tau_b, s_fast[:k] > float(h_fast[:k].max())
-        ff_full = s_fast[:ke] > float(h_fast.max())
-        r = float(np.corrcoef(exh[lb][0], s_fast[:ke])[0, 1]) if ke > 1 else float("nan")
-        flag_rows.append((lb, f"{int(fe.sum())}/{ke}", f"{int(ff_e.sum())}/{ke}",
+        ff_full = s_fast[rs] > float(h_fast.max())
+        r = float(np.corrcoef(exh[lb][0], s_fast[rs])[0, 1]) if len(rs) > 1 else float("nan")
+        nr = len(rs)
+        flag_rows.append((lb, f"{int(fe.sum())}/{nr}", f"{int(ff_e.sum())}/{nr}",
                           "yes" if np.array_equal(fe, ff_e) else f"NO ({int((fe != ff_e).sum())} differ)",
-                          f"{float(np.mean(exh[lb][1] == near_fast[:ke])):.2f}", f"{r:.3f}",
-                          f"{tau_e:.4f} / {float(h_fast[:ke].max()):.4f}", f"{int(ff_full.sum())}/{ke}",
+                          f"{float(np.mean(exh[lb][1] == near_fast[rs])):.2f}", f"{r:.3f}",
+                          f"{tau_e:.4f} / {tau_f:.4f}", f"{int(ff_full.sum())}/{nr}",
                           f"{int(fb.sum())}/{k} vs {int(ff_b.sum())}/{k}"))
-        figures[f"{lb}_subset_flags_identical"] = f"{'yes' if np.array_equal(fe, ff_e) else 'NO'} ({ke} cases)"
-        figures[f"{lb}_subset_flags_exhaustive"] = f"{int(fe.sum())}/{ke}"
-        figures[f"{lb}_subset_flags_fast"] = f"{int(ff_e.sum())}/{ke}"
-    print(f"## memorization flags on the first {ke} cases of each set: exhaustive full-resolution search vs the "
-          f"check (each with tau from its own search of the first {ke} holdout cases)\n")
+        figures[f"{lb}_subset_flags_identical"] = f"{'yes' if np.array_equal(fe, ff_e) else 'NO'} ({nr} cases)"
+        figures[f"{lb}_subset_flags_exhaustive"] = f"{int(fe.sum())}/{nr}"
+        figures[f"{lb}_subset_flags_fast"] = f"{int(ff_e.sum())}/{nr}"
+    figures["exhaustive_rows"] = f"first {ke} + {mb} boundary"
+    print(f"## memorization flags on {ke} + {mb} cases of each set (the first {ke}, and the {mb} whose fast score is "
+          f"nearest the check's tau {tau_check:.4f}): exhaustive full-resolution search vs the check, each with tau "
+          f"from its own search of the same holdout rows (the first {ke} and the {mb} highest-scoring)\n")
     print_table(("set", "exhaustive flagged", "fast flagged", "identical", "same nearest case", "corr(NCC)",
                  "tau exhaustive / fast", "fast flagged (check's tau, all holdout)",
                  f"brute (same transforms) vs fast, first {k}"), flag_rows)
