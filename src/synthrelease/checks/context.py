@@ -84,6 +84,11 @@ def _polyphase(f: int, flip: bool, eff: Vec3) -> tuple[Vec3, Vec3]:
     return ((-rest[0], rest[1], rest[2]) if flip else rest), cells
 
 
+def _floor(z: torch.Tensor) -> torch.Tensor:
+    """``(C, 1, 1, 1)``: each channel's minimum, what enters the view when a standardized case is moved."""
+    return z.flatten(1).min(dim=1).values[:, None, None, None]
+
+
 @functools.lru_cache(maxsize=4096)
 def _refined_overlap(f: int, shape: Vec3, flip: bool, shift_xyz: Vec3) -> torch.Tensor:
     """Flat ``(V,)`` mask of the pooled grid: the cells wholly inside the field of view after a grid of ``shape``
@@ -205,8 +210,7 @@ class AuditContext:
                 z = standardized(case)
                 vols.append(pool(z, f).contiguous())
                 if f > 1:  # the case moved by half a cell on every axis, then pooled (the search's second phase)
-                    floor = z.flatten(1).min(dim=1).values[:, None, None, None]
-                    halves.append(pool(shift_view(z, False, (f // 2,) * 3, floor), f).contiguous())
+                    halves.append(pool(shift_view(z, False, (f // 2,) * 3, _floor(z)), f).contiguous())
                 labs.append(label_tensor(case, f))
                 cubes.append(to_cube(z, size))
                 prints.append(fingerprint(z))
@@ -365,7 +369,7 @@ class AuditContext:
         for qi, case in enumerate(self._native_cases(query)):
             native = standardized(case)
             native_shape = (native.shape[1], native.shape[2], native.shape[3])
-            floor = native.flatten(1).min(dim=1).values[:, None, None, None]
+            floor = _floor(native)
             # the case moved by ``rest`` (< f) native voxels, then pooled: a shift f*k + rest is that phase moved by k
             # cells (polyphase), so the full-resolution work is done once per (mirror, rest), not per shift
             phases: dict[tuple[bool, tuple[int, int, int]], torch.Tensor] = {}

@@ -106,7 +106,9 @@ def best_matches(queries: torch.Tensor, refs: torch.Tensor, *, views: Views, sco
     top_sim = torch.full((n_q, k), float("-inf"))
     top_ref = torch.full((n_q, k), -1, dtype=torch.long)
     top_tr = torch.zeros((n_q, k, n_parts), dtype=torch.long)
-    extra_tr = None if extra is None else torch.zeros((n_q, extra.shape[1], n_parts), dtype=torch.long)
+    extra = torch.zeros((n_q, 0), dtype=torch.long) if extra is None else extra.long()
+    extra_tr = torch.zeros((n_q, extra.shape[1], n_parts), dtype=torch.long)
+    tops = bool(k or extra.shape[1])  # whether the top lists are kept at all
     pairs = torch.full((n_q, n_r), float("-inf")) if keep_pairs else None
     with torch.no_grad():
         for q0 in range(0, n_q, query_batch):
@@ -118,15 +120,14 @@ def best_matches(queries: torch.Tensor, refs: torch.Tensor, *, views: Views, sco
                 best_t_sim, best_t = s.max(dim=1)  # (b, n)
                 if pairs is not None:
                     pairs[q0:q0 + b, r0:r0 + s.shape[2]] = best_t_sim
-                if k or extra_tr is not None:
+                if tops:
                     n_blk = s.shape[2]
                     if parts is None:
                         part_t = best_t[:, None]  # (b, 1, n)
                     else:
                         found = [s[:, idx].max(dim=1).indices for idx in parts]
                         part_t = torch.stack([idx[f] for idx, f in zip(parts, found, strict=True)], dim=1)
-                if extra_tr is not None:
-                    assert extra is not None
+                if extra.shape[1]:
                     e = extra[q0:q0 + b]  # (b, e)
                     here = (e >= r0) & (e < r0 + n_blk)
                     got = part_t.gather(2, (e - r0).clamp(0, n_blk - 1)[:, None, :].expand(-1, n_parts, -1))
@@ -152,8 +153,7 @@ def best_matches(queries: torch.Tensor, refs: torch.Tensor, *, views: Views, sco
                     tr_idx[q0:q0 + b, gi] = torch.where(better, chosen_t, tr_idx[q0:q0 + b, gi])
             if progress:
                 progress(min(q0 + query_batch, n_q), n_q)
-    if extra is not None and extra_tr is not None:
-        top_ref, top_tr = torch.cat([top_ref, extra.long()], dim=1), torch.cat([top_tr, extra_tr], dim=1)
-    elif not k:
+    if not tops:
         return Matches(sim, ref_idx, tr_idx, pairs=pairs)
-    return Matches(sim, ref_idx, tr_idx, top_ref, top_tr, pairs)
+    return Matches(sim, ref_idx, tr_idx, torch.cat([top_ref, extra], dim=1), torch.cat([top_tr, extra_tr], dim=1),
+                   pairs)
