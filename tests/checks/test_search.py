@@ -151,12 +151,14 @@ def test_extra_references_get_their_best_transform_in_each_part() -> None:
 
 
 def test_pooled_search_finds_copies_moved_by_odd_voxel_counts(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """On a pooled grid (32^3 cases compared on 16^3 cells) a copy moved by an odd number of voxels sits half a cell
-    off its source; the refinement below the cell (candidates from the pooled NCC and from the embedding) still
-    scores it as an exact copy of the right training case, and a patient never seen stays below."""
+    """On a pooled grid (32^3 cases searched on 16^3 cells) a copy moved by an odd number of voxels sits half a cell
+    off its source; the refinement below the cell (candidates from the pooled NCC and from the embedding, scored on
+    the native grid) still scores it as an exact copy of the right training case, and a patient never seen stays
+    below."""
     from synthrelease.checks import AuditContext, AuditSettings
     from synthrelease.checks.align import shift_view
     from synthrelease.checks.embedding import EmbeddingConfig
+    from synthrelease.checks.features import volume_tensor
     from synthrelease.data.cohort import Cohort
     from synthrelease.data.phantoms import make_ct_phantom
 
@@ -178,6 +180,25 @@ def test_pooled_search_finds_copies_moved_by_odd_voxel_counts(tmp_path) -> None:
     assert torch.all(sim[:4] > 0.99), sim  # not exactly 1: each copy is standardized again after air enters
     assert ref[:4].tolist() == [0, 2, 4, 6]
     assert float(sim[4]) < 0.95
+    # the reported NCC is that of the scoring grid (native here): what an exhaustive search gives there, over every
+    # voxel shift in the same range, the same flips and rotations, and every training case, for copies and for
+    # patients never seen alike (the check's threshold is then the exhaustive one too)
+    assert ctx.score_factor == 1
+    full = torch.stack([volume_tensor(c, 1) for c in cases[:9]])
+    mean = full.mean(dim=0)
+    a = settings.alignment
+    every = Alignment(flip=a.flip, shift=a.shift * ctx.factor, rotations_deg=a.rotations_deg)
+    masks = every.overlap((32, 32, 32))
+
+    def views(x: torch.Tensor) -> torch.Tensor:
+        return ((every.apply(x) - mean).flatten(3) * masks[None, :, None, :]).flatten(2)
+
+    for query, cohort in (("synthetic", syn), ("holdout", cases[9:13])):
+        exhaustive = best_matches(torch.stack([volume_tensor(c, 1) for c in cohort]), (full - mean).flatten(1),
+                                  views=views, score=overlap_ncc_score(masks, 1), query_batch=1, ref_block=4)
+        got = ctx.pixel_matches(query, ctx.standard_groups() if query == "synthetic" else (("train", None),))
+        assert torch.allclose(got.similarity[:, 0], exhaustive.similarity[:, 0], atol=1e-5), query
+        assert torch.equal(got.reference[:, 0], exhaustive.reference[:, 0])
 
 
 @pytest.mark.parametrize("flip", [False, True])

@@ -9,8 +9,10 @@ both inside the workspace (or the folder the steward named for a workspace-free 
 
 from __future__ import annotations
 
+import bisect
 import functools
 import itertools
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,15 +20,18 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from synthrelease.checks.align import Alignment, shift_view
+from synthrelease.checks.align import Alignment, Move, shift_view
 from synthrelease.checks.embedding import EmbeddingConfig, cached_encoder
 from synthrelease.checks.features import (
     fingerprint,
     label_tensor,
     pool,
+    stack_cohort,
     standardized,
     to_cube,
+    volume_tensor,
     working_factor,
 )
 from synthrelease.checks.neighbours import Matches, best_matches, dice_score, overlap_ncc_score
@@ -99,9 +104,54 @@ def _refined_overlap(f: int, shape: Vec3, flip: bool, shift_xyz: Vec3) -> torch.
     return (shift_view(inside, False, cells, 0.0)[0] > 0.999).float().flatten()
 
 
+class _Candidates:
+    """One query's refinement: the native shifts to score (one row each) and, per candidate reference, the rows
+    it keeps the max over. The case moved by ``rest`` (< g) native voxels, then pooled by ``g``: a shift g*k + rest
+    is that phase moved by k cells (polyphase), so the full-resolution work is done once per (mirror, rest)."""
+
+    def __init__(self, native: torch.Tensor, f: int, g: int, reach: int) -> None:
+        self.native, self.f, self.g, self.reach = native, f, g, reach
+        self.floor = _floor(native)
+        self.shape: Vec3 = (native.shape[1], native.shape[2], native.shape[3])
+        half = f // 2
+        self.offsets = list(itertools.product((-half, 0, half), repeat=3))
+        self.phases: dict[tuple[bool, Vec3], torch.Tensor] = {}
+        self.row_of: dict[tuple[bool, Vec3], int] = {}
+        self.specs: list[tuple[bool, Vec3]] = []
+        self.rows: dict[int, set[int]] = {}
+
+    def add(self, r: int, flip: bool, cells: tuple[int, ...], h: int) -> None:
+        """Reference ``r`` at the coarse shift ``cells`` found with the query moved ``h`` voxels on every axis
+        before pooling (mirrored or not, the native shift f*k + h per axis), and offsets around it, within the
+        search's range of ``reach`` native voxels per axis."""
+        kx, ky, kz = (self.f * k + h for k in cells)
+        rows = self.rows.setdefault(r, set())
+        for ox, oy, oz in self.offsets:
+            s = (kx + ox, ky + oy, kz + oz)
+            if max(map(abs, s)) > self.reach:  # beyond the search's range (shift cells x f native voxels)
+                continue
+            eff = (-s[0] if flip else s[0], s[1], s[2])  # shift_view mirrors x first, then moves by -s_x
+            if (flip, eff) not in self.row_of:
+                self.row_of[(flip, eff)] = len(self.specs)
+                self.specs.append((flip, eff))
+            rows.add(self.row_of[(flip, eff)])
+
+    def view(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Row ``i``: the moved case on the scoring grid and its ``(V,)`` overlap mask."""
+        flip, eff = self.specs[i]
+        phase, cells = _polyphase(self.g, flip, eff)
+        if (flip, phase) not in self.phases:
+            self.phases[(flip, phase)] = pool(shift_view(self.native, flip, phase, self.floor), self.g)
+        return (shift_view(self.phases[(flip, phase)], False, cells, self.floor),
+                _refined_overlap(self.g, self.shape, flip, eff))
+
+
 @dataclass(frozen=True)
 class AuditSettings:
     max_size: int = 32  # pixel and label-map comparisons pool the grid by a whole factor to at most this per axis
+    # the pixel search's refined candidates are scored on the grid pooled to at most this per axis (>= max_size; the
+    # native grid up to 64^3): the reported NCC is that of this grid, the coarse grid only chooses the candidates
+    score_max_size: int = 64
     alignment: Alignment = field(default_factory=Alignment)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     n_boot: int = 1000
@@ -139,6 +189,9 @@ class AuditContext:
         self._validate()
         self.grid: tuple[int, int, int] = self.train[0].shape
         self.factor = working_factor(self.grid, self.settings.max_size)
+        # the grid the pixel NCC is finally scored on (pooled by ``score_factor`` <= ``factor``)
+        self.score_factor = min(self.factor, working_factor(self.grid, max(self.settings.score_max_size,
+                                                                           self.settings.max_size)))
 
     # -- validation -------------------------------------------------------------------------------------------
     def _validate(self) -> None:
@@ -204,11 +257,15 @@ class AuditContext:
         volumes, soft label maps, the embedding's input cubes and volume fingerprints."""
 
         def compute() -> dict[str, Any]:
-            cohort, f, size = self.cohort(which), self.factor, self.settings.embedding.size
-            vols, halves, labs, cubes, prints = [], [], [], [], []
+            cohort, f, g, size = self.cohort(which), self.factor, self.score_factor, self.settings.embedding.size
+            # references of the refinement (train, holdout) keep their volumes on the scoring grid too
+            keep_fine = which != "synthetic" and f > 1
+            vols, halves, fines, labs, cubes, prints = [], [], [], [], [], []
             for i, case in enumerate(cohort):
                 z = standardized(case)
                 vols.append(pool(z, f).contiguous())
+                if keep_fine:
+                    fines.append(vols[-1] if g == f else pool(z, g).contiguous())
                 if f > 1:  # the case moved by half a cell on every axis, then pooled (the search's second phase)
                     halves.append(pool(shift_view(z, False, (f // 2,) * 3, _floor(z)), f).contiguous())
                 labs.append(label_tensor(case, f))
@@ -216,7 +273,8 @@ class AuditContext:
                 prints.append(fingerprint(z))
                 self.progress(f"load {which}", i + 1, len(cohort))
             return {"vol": torch.stack(vols), "half": torch.stack(halves) if halves else None,
-                    "lab": torch.stack(labs), "cube": torch.stack(cubes), "print": prints}
+                    "fine": torch.stack(fines) if fines else None, "lab": torch.stack(labs),
+                    "cube": torch.stack(cubes), "print": prints}
 
         return self.memo(f"features/{which}", compute)
 
@@ -235,6 +293,18 @@ class AuditContext:
             return self.memo("half/real", lambda: torch.cat([self.half_cell_volumes("train"),
                                                              self.half_cell_volumes("holdout")]))
         return self._features(which)["half"]
+
+    def scoring_volumes(self, which: str) -> torch.Tensor:
+        """Standardized ``train`` or ``holdout`` volumes ``(N, C, z, y, x)`` on the scoring grid (pooled by
+        ``score_factor``); only when ``factor`` > 1."""
+        fine = self._features(which)["fine"]
+        if fine is None:
+            raise ValueError("scoring volumes exist for train and holdout on a pooled grid")
+        return fine
+
+    def scoring_template(self) -> torch.Tensor:
+        """The mean standardized training volume on the scoring grid."""
+        return self.memo("template/fine", lambda: self.scoring_volumes("train").mean(dim=0))
 
     def label_maps(self, which: str) -> torch.Tensor:
         """Soft one-hot foreground label maps ``(N, L, z, y, x)``."""
@@ -325,11 +395,10 @@ class AuditContext:
             # two phases on the pooled grid: as pooled, and moved half a cell on every axis first. A copy moved by
             # an odd number of voxels on some axes then sits at most half a cell off its source on one axis in one
             # of them, which keeps the source among its best candidates against many look-alike patients
-            coarse = _merge(search(self.volumes(query), self._embedding_candidates(query, groups),
-                                   f"align {query} cases"),
-                            search(self.half_cell_volumes(query), None, f"align {query} cases, half-cell phase"),
-                            self.factor // 2)
-            return self._refine(query, coarse, ref_rows, index)
+            first = search(self.volumes(query), self._embedding_candidates(query, groups), f"align {query} cases")
+            second = search(self.half_cell_volumes(query), None, f"align {query} cases, half-cell phase")
+            group_phase = torch.where(second.similarity > first.similarity, self.factor // 2, 0)
+            return self._refine(query, _merge(first, second, self.factor // 2), groups, index, group_phase)
 
         return self.memo(f"pix/{query}/{groups}", compute)
 
@@ -349,83 +418,122 @@ class AuditContext:
         else:
             yield from self.cohort(query)
 
-    def _refine(self, query: str, coarse: Matches, ref_rows: torch.Tensor,
-                index: list[range | list[int]]) -> Matches:
-        """Sub-cell refinement when the grid is pooled by ``f`` > 1: the coarse search only tries shifts by whole
-        cells (``f`` native voxels). For each query's ``REFINE_TOP_K`` best references in each of the two pooled
-        phases and its ``REFINE_TOP_K`` nearest in the embedding, native offsets of ``{-f/2, 0, f/2}`` voxels per
-        axis around the reference's best shift are tried (moved at full resolution, then pooled), so a copy moved by
-        any whole number of native voxels scores as if found exactly. Each candidate is refined at its best
-        unmirrored and at its best mirrored shift (a near-symmetric head can make the wrong mirror state win on the
-        coarse grid). Rotations are kept as found."""
+    def _scoring_rows(self, groups: tuple[Group, ...]) -> Callable[[list[int]], torch.Tensor]:
+        """Rows of ``_refs(groups, ...)`` on the scoring grid, as deviations from its template: ``rows(indices)``
+        gives ``(len(indices), C*V)``, gathered per query so only the candidates are held at that resolution."""
+        cohorts = list(dict.fromkeys(c for c, _ in groups))
+        stacks = [self.scoring_volumes(c) if c != "synthetic" else self.memo(
+            "fine/synthetic", lambda: stack_cohort(self.synthetic, lambda case: volume_tensor(case, self.score_factor)))
+            for c in cohorts]
+        starts = list(itertools.accumulate(len(v) for v in stacks))
+        mean = self.scoring_template()
+
+        def rows(indices: list[int]) -> torch.Tensor:
+            out = []
+            for r in indices:
+                j = bisect.bisect_right(starts, r)
+                out.append(stacks[j][r - (starts[j - 1] if j else 0)])
+            return (torch.stack(out) - mean).flatten(1)
+
+        return rows
+
+    def _rotation_overlap(self) -> tuple[list[Move], torch.Tensor]:
+        """The alignment's rotations and their ``(R, V)`` overlap masks on the scoring grid."""
+
+        def compute() -> tuple[list[Move], torch.Tensor]:
+            shape = tuple(self.scoring_template().shape[1:])
+            rot = [m for m in self.settings.alignment.plan(shape) if m.shift_xyz is None]
+            if not rot:
+                return rot, torch.zeros(0, math.prod(shape))
+            thetas = torch.stack([m.theta for m in rot])
+            grid = F.affine_grid(thetas, [len(rot), 1, *shape], align_corners=False)
+            inside = F.grid_sample(torch.ones(len(rot), 1, *shape), grid, mode="bilinear", padding_mode="zeros",
+                                   align_corners=False)
+            return rot, (inside > 0.999).float().flatten(1)
+
+        return self.memo("rotation-overlap/fine", compute)
+
+    def _refine(self, query: str, coarse: Matches, groups: tuple[Group, ...], index: list[range | list[int]],
+                group_phase: torch.Tensor) -> Matches:
+        """Refinement and scoring when the search grid is pooled by ``f`` > 1: the coarse search only tries shifts
+        by whole cells (``f`` native voxels) on a grid too coarse to measure a patient's likeness faithfully. Its
+        candidates are, per query, the ``REFINE_TOP_K`` best references in each of the two pooled phases, its
+        ``REFINE_TOP_K`` nearest in the embedding and the best reference of each group. Each is scored again on the
+        scoring grid (pooled by ``score_factor`` <= ``f``; the native grid up to 64^3): at native offsets of
+        ``{-f/2, 0, f/2}`` voxels per axis around its best unmirrored and its best mirrored coarse shift (a
+        near-symmetric head can make the wrong mirror state win on the coarse grid), and under every rotation of the
+        alignment. A copy moved by any whole number of native voxels then scores as if found exactly, and a query's
+        similarity to a group is the best of its candidates on the scoring grid: the same NCC an exhaustive
+        search at that resolution reports, for the references the coarse grid shortlists. The pair matrix keeps the
+        best similarity seen on either grid."""
         assert coarse.top_reference is not None and coarse.top_transform is not None
-        f, align, mean = self.factor, self.settings.alignment, self.template()
-        half = f // 2
-        offsets = list(itertools.product((-half, 0, half), repeat=3))
-        sim, refs = coarse.similarity.clone(), coarse.reference.clone()
-        pairs = None if coarse.pairs is None else coarse.pairs.clone()
+        f, g, align = self.factor, self.score_factor, self.settings.alignment
+        mean = self.scoring_template()
+        channels = mean.shape[0]
         shape = tuple(self.volumes("train").shape[2:])
-        members = [set(g) for g in index]
+        fine_shape = tuple(mean.shape[1:])
+        rotations, rot_masks = self._rotation_overlap()
+        ref_rows = self._scoring_rows(groups)
+        sim = torch.full_like(coarse.similarity, float("-inf"))
+        refs = coarse.reference.clone()
+        pairs = None if coarse.pairs is None else coarse.pairs.clone()
+        members = [set(gr) for gr in index]
+        chunk = max(1, (64 * 64**3) // max(1, math.prod(fine_shape) * channels))  # rows scored at a time (~64 MiB)
         for qi, case in enumerate(self._native_cases(query)):
-            native = standardized(case)
-            native_shape = (native.shape[1], native.shape[2], native.shape[3])
-            floor = _floor(native)
-            # the case moved by ``rest`` (< f) native voxels, then pooled: a shift f*k + rest is that phase moved by k
-            # cells (polyphase), so the full-resolution work is done once per (mirror, rest), not per shift
-            phases: dict[tuple[bool, tuple[int, int, int]], torch.Tensor] = {}
-            # every native shift tried for this query becomes one view row, whichever candidates need it; all
-            # candidates are then scored against all rows in one product and each keeps the max over its own rows
-            row_of: dict[tuple[bool, tuple[int, int, int]], int] = {}
-            rows: list[torch.Tensor] = []
-            masks: list[torch.Tensor] = []
-            cand_ref: list[int] = []
-            cand_rows: list[list[int]] = []
-            seen: set[tuple[int, int, int]] = set()
+            cands = _Candidates(standardized(case), f, g, align.shift * f)
             phase_of = [0] * coarse.top_reference.shape[1] if coarse.top_phase is None else \
                 coarse.top_phase[qi].tolist()
             for r, ts, h in zip(coarse.top_reference[qi].tolist(), coarse.top_transform[qi].tolist(), phase_of,
                                 strict=True):
                 for t in ts:
                     move = align.move(t, shape)
-                    if r < 0 or move.shift_xyz is None or (r, t, h) in seen:
-                        continue
-                    seen.add((r, t, h))
-                    # the candidate's native shift: k cells after its phase moved the case h voxels (mirrored or not,
-                    # that is f*k + h on every axis), then offsets around it
-                    kx, ky, kz = (f * k + h for k in move.shift_xyz)
-                    idx = []
-                    for ox, oy, oz in offsets:
-                        s = (kx + ox, ky + oy, kz + oz)
-                        # shift_view mirrors x first and then moves by -s_x: split the move it will make
-                        eff = (-s[0] if move.flip else s[0], s[1], s[2])
-                        if (move.flip, eff) not in row_of:
-                            phase, cells = _polyphase(f, move.flip, eff)
-                            key = (move.flip, phase)
-                            if key not in phases:
-                                phases[key] = pool(shift_view(native, key[0], key[1], floor), f)
-                            row_of[(move.flip, eff)] = len(rows)
-                            rows.append((shift_view(phases[key], False, cells, floor) - mean).flatten())
-                            masks.append(_refined_overlap(f, native_shape, move.flip, eff))
-                        idx.append(row_of[(move.flip, eff)])
-                    cand_ref.append(r)
-                    cand_rows.append(idx)
-            if not cand_ref:
+                    if r >= 0 and move.shift_xyz is not None:
+                        cands.add(r, move.flip, move.shift_xyz, h)
+            for r, t, h in zip(coarse.reference[qi].tolist(), coarse.transform[qi].tolist(),
+                               group_phase[qi].tolist(), strict=True):
+                if r >= 0:  # each group's coarse best, at its shift (a rotation: its mirror state, unshifted)
+                    move = align.move(t, shape)
+                    cands.add(r, move.flip, move.shift_xyz or (0, 0, 0), h)
+            if not cands.rows:
                 continue
-            used = sorted(set(cand_ref))
-            col = {r: j for j, r in enumerate(used)}
-            m = torch.stack(masks)
-            q_rows = torch.stack(rows) * (m if native.shape[0] == 1 else m.repeat(1, native.shape[0]))
-            scores = overlap_ncc_score(m, native.shape[0])(q_rows, ref_rows[used])  # (rows, used references)
-            picked = scores[torch.tensor(cand_rows), torch.tensor([col[r] for r in cand_ref])[:, None]].max(dim=1)
-            best_per_ref: dict[int, float] = {}
-            for r, v in zip(cand_ref, picked.values.tolist(), strict=True):
-                best_per_ref[r] = max(v, best_per_ref.get(r, float("-inf")))
-            for r, best in best_per_ref.items():
+            used = sorted(cands.rows)
+            n_shift = len(cands.specs)
+            n_rows = n_shift + len(rotations)
+            # every candidate is scored against all rows in one product per chunk and keeps the max over its own
+            # rows and every rotation
+            sel = torch.zeros(n_rows, len(used), dtype=torch.bool)
+            for j, r in enumerate(used):
+                sel[sorted(cands.rows[r]), j] = True
+            sel[n_shift:] = True
+            reference = ref_rows(used)
+            rotated = None
+            if rotations:
+                rotated = Alignment.apply_thetas(pool(cands.native, g)[None],
+                                                 torch.stack([m.theta for m in rotations]))[0]
+            best = torch.full((len(used),), float("-inf"))
+            for c0 in range(0, n_rows, chunk):
+                vs, ms = [], []
+                for i in range(c0, min(c0 + chunk, n_rows)):
+                    if i < n_shift:
+                        v, m = cands.view(i)
+                    else:
+                        assert rotated is not None
+                        v, m = rotated[i - n_shift], rot_masks[i - n_shift]
+                    vs.append((v - mean).flatten())
+                    ms.append(m)
+                m = torch.stack(ms)
+                q_rows = torch.stack(vs) * (m if channels == 1 else m.repeat(1, channels))
+                scores = overlap_ncc_score(m, channels)(q_rows, reference)  # (rows, used references)
+                scores = torch.where(sel[c0:c0 + len(vs)], scores, float("-inf"))
+                best = torch.maximum(best, scores.max(dim=0).values)
+            for r, v in zip(used, best.tolist(), strict=True):
                 if pairs is not None:
-                    pairs[qi, r] = max(float(pairs[qi, r]), best)
+                    pairs[qi, r] = max(float(pairs[qi, r]), v)
                 for gi, group in enumerate(members):
-                    if r in group and best > sim[qi, gi]:
-                        sim[qi, gi], refs[qi, gi] = best, r
+                    if r in group and v > sim[qi, gi]:
+                        sim[qi, gi], refs[qi, gi] = v, r
+        unset = torch.isinf(sim)  # a group with no member (none in practice): its coarse best stands
+        sim[unset] = coarse.similarity[unset]
         return Matches(sim, refs, coarse.transform, pairs=pairs)
 
     def mask_matches(self, query: str, ref: str) -> Matches:
