@@ -1,8 +1,9 @@
 """``privacy.memorization`` and ``privacy.mask_memorization``: is a synthetic case a copy of a training patient?
 
-Per synthetic case, its highest similarity to any training case: (a) NCC of standardized downsampled volumes after
-the alignment search (flip, shifts, small rotations), on deviations from the mean training volume, and (b) cosine
-in the contrastive embedding. The threshold of each space is calibrated on data: tau = the highest similarity any
+Per synthetic case, its highest similarity to any training case: (a) NCC of standardized volumes after the
+alignment search (flip, shifts, small rotations), on deviations from the mean training volume, searched on a
+downsampled grid and scored on the native grid up to 64^3 (``AuditContext._refine``), and (b) cosine in the
+contrastive embedding. The threshold of each space is calibrated on data: tau = the highest similarity any
 holdout patient (never seen by the generator) has to the training set. A case is flagged when it is closer to a
 training patient than any unseen patient is in pixel space; the embedding's share above its own tau is reported
 beside it (``flagged_fraction_embedding``) but does not flag: on the phantoms it separated copies from unseen
@@ -105,7 +106,8 @@ class MemorizationCheck(Check):
                          for i in range(len(ids))},
             "figures": _figures(ctx, shown, nearest, transforms, "memorization", s_pix),
             "contains_real_data": True,
-            "method": {"pooling_factor": ctx.factor, "transforms": ctx.settings.alignment.n_transforms(),
+            "method": {"pooling_factor": ctx.factor, "scoring_factor": ctx.score_factor,
+                       "transforms": ctx.settings.alignment.n_transforms(),
                        "rule": "flagged when above tau in pixel space (embedding reported, not deciding)"},
         }
         return metrics, evidence
