@@ -47,6 +47,7 @@ T = TypeVar("T")
 Group = tuple[str, tuple[int, ...] | None]
 REFINE_TOP_K = 32  # references per query refined below the pooled grid, from each of the two pooled phases and
 # from the embedding (each in both mirror states)
+RESCORE_TOP_K = 8  # references per query and group scored on the scoring grid (the best after refinement)
 MAX_PAIRS_KEPT = 25_000_000  # (query, reference) similarities kept per search (100 MB): the MIA reuses them
 
 
@@ -106,44 +107,58 @@ def _refined_overlap(f: int, shape: Vec3, flip: bool, shift_xyz: Vec3) -> torch.
 
 class _Candidates:
     """One query's refinement: the native shifts to score (one row each) and, per candidate reference, the rows
-    it keeps the max over. The case moved by ``rest`` (< g) native voxels, then pooled by ``g``: a shift g*k + rest
-    is that phase moved by k cells (polyphase), so the full-resolution work is done once per (mirror, rest)."""
+    it keeps the max over. The case moved by ``rest`` (< factor) native voxels, then pooled by the factor: a shift
+    factor*k + rest is that phase moved by k cells (polyphase), so the full-resolution work is done once per
+    (factor, mirror, rest)."""
 
-    def __init__(self, native: torch.Tensor, f: int, g: int, reach: int) -> None:
-        self.native, self.f, self.g, self.reach = native, f, g, reach
+    def __init__(self, native: torch.Tensor, f: int, reach: int) -> None:
+        self.native, self.f, self.reach = native, f, reach
         self.floor = _floor(native)
         self.shape: Vec3 = (native.shape[1], native.shape[2], native.shape[3])
         half = f // 2
         self.offsets = list(itertools.product((-half, 0, half), repeat=3))
-        self.phases: dict[tuple[bool, Vec3], torch.Tensor] = {}
+        self.phases: dict[tuple[int, bool, Vec3], torch.Tensor] = {}
         self.row_of: dict[tuple[bool, Vec3], int] = {}
         self.specs: list[tuple[bool, Vec3]] = []
         self.rows: dict[int, set[int]] = {}
 
+    def around(self, flip: bool, eff: Vec3) -> list[tuple[bool, Vec3]]:
+        """The moves at offsets of ``{-f/2, 0, f/2}`` native voxels per axis around ``eff`` (as ``shift_view``
+        makes it after the mirror), within the search's range of ``reach`` native voxels per axis."""
+        out = []
+        for ox, oy, oz in self.offsets:
+            e = (eff[0] + ox, eff[1] + oy, eff[2] + oz)
+            if max(map(abs, e)) <= self.reach:
+                out.append((flip, e))
+        return out
+
     def add(self, r: int, flip: bool, cells: tuple[int, ...], h: int) -> None:
         """Reference ``r`` at the coarse shift ``cells`` found with the query moved ``h`` voxels on every axis
-        before pooling (mirrored or not, the native shift f*k + h per axis), and offsets around it, within the
-        search's range of ``reach`` native voxels per axis."""
-        kx, ky, kz = (self.f * k + h for k in cells)
+        before pooling (mirrored or not, the native shift f*k + h per axis), and the moves ``around`` it."""
+        s = tuple(self.f * k + h for k in cells)
         rows = self.rows.setdefault(r, set())
-        for ox, oy, oz in self.offsets:
-            s = (kx + ox, ky + oy, kz + oz)
-            if max(map(abs, s)) > self.reach:  # beyond the search's range (shift cells x f native voxels)
-                continue
-            eff = (-s[0] if flip else s[0], s[1], s[2])  # shift_view mirrors x first, then moves by -s_x
-            if (flip, eff) not in self.row_of:
-                self.row_of[(flip, eff)] = len(self.specs)
-                self.specs.append((flip, eff))
-            rows.add(self.row_of[(flip, eff)])
+        for spec in self.around(flip, (-s[0] if flip else s[0], s[1], s[2])):  # shift_view mirrors x first
+            if spec not in self.row_of:
+                self.row_of[spec] = len(self.specs)
+                self.specs.append(spec)
+            rows.add(self.row_of[spec])
 
-    def view(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Row ``i``: the moved case on the scoring grid and its ``(V,)`` overlap mask."""
-        flip, eff = self.specs[i]
-        phase, cells = _polyphase(self.g, flip, eff)
-        if (flip, phase) not in self.phases:
-            self.phases[(flip, phase)] = pool(shift_view(self.native, flip, phase, self.floor), self.g)
-        return (shift_view(self.phases[(flip, phase)], False, cells, self.floor),
-                _refined_overlap(self.g, self.shape, flip, eff))
+    def view(self, spec: tuple[bool, Vec3], factor: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The case moved by ``spec`` and pooled by ``factor``, and its ``(V,)`` overlap mask."""
+        flip, eff = spec
+        phase, cells = _polyphase(factor, flip, eff)
+        if (factor, flip, phase) not in self.phases:
+            self.phases[(factor, flip, phase)] = pool(shift_view(self.native, flip, phase, self.floor), factor)
+        return (shift_view(self.phases[(factor, flip, phase)], False, cells, self.floor),
+                _refined_overlap(factor, self.shape, flip, eff))
+
+
+def _overlap_rows(views: list[tuple[torch.Tensor, torch.Tensor]], mean: torch.Tensor) -> tuple[torch.Tensor,
+                                                                                               torch.Tensor]:
+    """Rows for ``overlap_ncc_score``: deviations from ``mean``, zero off each view's overlap; and the masks."""
+    m = torch.stack([v[1] for v in views])
+    q = torch.stack([(v[0] - mean).flatten() for v in views])
+    return q * (m if mean.shape[0] == 1 else m.repeat(1, mean.shape[0])), m
 
 
 @dataclass(frozen=True)
@@ -398,7 +413,8 @@ class AuditContext:
             first = search(self.volumes(query), self._embedding_candidates(query, groups), f"align {query} cases")
             second = search(self.half_cell_volumes(query), None, f"align {query} cases, half-cell phase")
             group_phase = torch.where(second.similarity > first.similarity, self.factor // 2, 0)
-            return self._refine(query, _merge(first, second, self.factor // 2), groups, index, group_phase)
+            return self._refine(query, _merge(first, second, self.factor // 2), ref_rows, groups, index,
+                                group_phase)
 
         return self.memo(f"pix/{query}/{groups}", compute)
 
@@ -453,34 +469,35 @@ class AuditContext:
 
         return self.memo("rotation-overlap/fine", compute)
 
-    def _refine(self, query: str, coarse: Matches, groups: tuple[Group, ...], index: list[range | list[int]],
-                group_phase: torch.Tensor) -> Matches:
+    def _refine(self, query: str, coarse: Matches, ref_rows: torch.Tensor, groups: tuple[Group, ...],
+                index: list[range | list[int]], group_phase: torch.Tensor) -> Matches:
         """Refinement and scoring when the search grid is pooled by ``f`` > 1: the coarse search only tries shifts
-        by whole cells (``f`` native voxels) on a grid too coarse to measure a patient's likeness faithfully. Its
-        candidates are, per query, the ``REFINE_TOP_K`` best references in each of the two pooled phases, its
-        ``REFINE_TOP_K`` nearest in the embedding and the best reference of each group. Each is scored again on the
-        scoring grid (pooled by ``score_factor`` <= ``f``; the native grid up to 64^3): at native offsets of
-        ``{-f/2, 0, f/2}`` voxels per axis around its best unmirrored and its best mirrored coarse shift (a
-        near-symmetric head can make the wrong mirror state win on the coarse grid), and under every rotation of the
-        alignment. A copy moved by any whole number of native voxels then scores as if found exactly, and a query's
-        similarity to a group is the best of its candidates on the scoring grid: the same NCC an exhaustive
-        search at that resolution reports, for the references the coarse grid shortlists. The pair matrix keeps the
-        best similarity seen on either grid."""
+        by whole cells (``f`` native voxels) on a grid too coarse to measure a patient's likeness faithfully.
+
+        1. Below the cell, on the pooled grid: per query, the ``REFINE_TOP_K`` best references in each of the two
+           pooled phases, its ``REFINE_TOP_K`` nearest in the embedding and each group's best are tried at native
+           offsets of ``{-f/2, 0, f/2}`` voxels per axis around their best unmirrored and best mirrored coarse shift
+           (a near-symmetric head can make the wrong mirror state win on the coarse grid), moved at full resolution
+           and pooled; the pair matrix takes these scores.
+        2. On the scoring grid (pooled by ``score_factor`` <= ``f``; the native grid up to 64^3): the
+           ``RESCORE_TOP_K`` best of those per group, at the same offsets around their best refined move and under
+           every rotation. A query's similarity to a group is the best of these: the NCC an exhaustive search at
+           that resolution reports when its best reference and move are among them, so a copy moved by any whole
+           number of native voxels scores as if found exactly and tau is the exhaustive one.
+
+        Moves stay within the search's shift range (``shift`` cells, ``shift * f`` native voxels)."""
         assert coarse.top_reference is not None and coarse.top_transform is not None
         f, g, align = self.factor, self.score_factor, self.settings.alignment
-        mean = self.scoring_template()
+        mean, fine_mean = self.template(), self.scoring_template()
         channels = mean.shape[0]
-        shape = tuple(self.volumes("train").shape[2:])
-        fine_shape = tuple(mean.shape[1:])
+        shape = tuple(mean.shape[1:])
         rotations, rot_masks = self._rotation_overlap()
-        ref_rows = self._scoring_rows(groups)
-        sim = torch.full_like(coarse.similarity, float("-inf"))
-        refs = coarse.reference.clone()
+        fine_rows = self._scoring_rows(groups)
+        sim, refs = coarse.similarity.clone(), coarse.reference.clone()
         pairs = None if coarse.pairs is None else coarse.pairs.clone()
         members = [set(gr) for gr in index]
-        chunk = max(1, (64 * 64**3) // max(1, math.prod(fine_shape) * channels))  # rows scored at a time (~64 MiB)
         for qi, case in enumerate(self._native_cases(query)):
-            cands = _Candidates(standardized(case), f, g, align.shift * f)
+            cands = _Candidates(standardized(case), f, align.shift * f)
             phase_of = [0] * coarse.top_reference.shape[1] if coarse.top_phase is None else \
                 coarse.top_phase[qi].tolist()
             for r, ts, h in zip(coarse.top_reference[qi].tolist(), coarse.top_transform[qi].tolist(), phase_of,
@@ -496,44 +513,36 @@ class AuditContext:
                     cands.add(r, move.flip, move.shift_xyz or (0, 0, 0), h)
             if not cands.rows:
                 continue
+            # 1. every candidate against every row in one product on the pooled grid; each keeps its own rows' max
             used = sorted(cands.rows)
-            n_shift = len(cands.specs)
-            n_rows = n_shift + len(rotations)
-            # every candidate is scored against all rows in one product per chunk and keeps the max over its own
-            # rows and every rotation
-            sel = torch.zeros(n_rows, len(used), dtype=torch.bool)
+            sel = torch.zeros(len(cands.specs), len(used), dtype=torch.bool)
             for j, r in enumerate(used):
                 sel[sorted(cands.rows[r]), j] = True
-            sel[n_shift:] = True
-            reference = ref_rows(used)
-            rotated = None
-            if rotations:
-                rotated = Alignment.apply_thetas(pool(cands.native, g)[None],
-                                                 torch.stack([m.theta for m in rotations]))[0]
-            best = torch.full((len(used),), float("-inf"))
-            for c0 in range(0, n_rows, chunk):
-                vs, ms = [], []
-                for i in range(c0, min(c0 + chunk, n_rows)):
-                    if i < n_shift:
-                        v, m = cands.view(i)
-                    else:
-                        assert rotated is not None
-                        v, m = rotated[i - n_shift], rot_masks[i - n_shift]
-                    vs.append((v - mean).flatten())
-                    ms.append(m)
-                m = torch.stack(ms)
-                q_rows = torch.stack(vs) * (m if channels == 1 else m.repeat(1, channels))
-                scores = overlap_ncc_score(m, channels)(q_rows, reference)  # (rows, used references)
-                scores = torch.where(sel[c0:c0 + len(vs)], scores, float("-inf"))
-                best = torch.maximum(best, scores.max(dim=0).values)
-            for r, v in zip(used, best.tolist(), strict=True):
-                if pairs is not None:
+            q_rows, m = _overlap_rows([cands.view(spec, f) for spec in cands.specs], mean)
+            scores = overlap_ncc_score(m, channels)(q_rows, ref_rows[used])  # (rows, used references)
+            best, arg = torch.where(sel, scores, float("-inf")).max(dim=0)
+            pooled = dict(zip(used, best.tolist(), strict=True))
+            if pairs is not None:
+                for r, v in pooled.items():
                     pairs[qi, r] = max(float(pairs[qi, r]), v)
-                for gi, group in enumerate(members):
-                    if r in group and v > sim[qi, gi]:
-                        sim[qi, gi], refs[qi, gi] = v, r
-        unset = torch.isinf(sim)  # a group with no member (none in practice): its coarse best stands
-        sim[unset] = coarse.similarity[unset]
+            # 2. the best few of each group, scored on the scoring grid around their best move and rotated
+            chosen = sorted({r for group in members for r in sorted(
+                (r for r in used if r in group), key=lambda r: -pooled[r])[:RESCORE_TOP_K]})
+            rotated = []
+            if rotations:
+                turned = Alignment.apply_thetas(pool(cands.native, g)[None], torch.stack([m.theta for m in rotations]))
+                rotated = [(turned[0, i], rot_masks[i]) for i in range(len(rotations))]
+            reference = fine_rows(chosen)
+            fine: dict[int, float] = {}
+            for j, r in enumerate(chosen):
+                spec = cands.specs[int(arg[used.index(r)])]
+                q_fine, m_fine = _overlap_rows([cands.view(s, g) for s in cands.around(*spec)] + rotated, fine_mean)
+                fine[r] = float(overlap_ncc_score(m_fine, channels)(q_fine, reference[j:j + 1]).max())
+            for gi, group in enumerate(members):
+                inside = [r for r in chosen if r in group]
+                if inside:
+                    r = max(inside, key=lambda r: fine[r])
+                    sim[qi, gi], refs[qi, gi] = fine[r], r
         return Matches(sim, refs, coarse.transform, pairs=pairs)
 
     def mask_matches(self, query: str, ref: str) -> Matches:
