@@ -133,10 +133,12 @@ class Alignment:
         theta = self.thetas(grid)[index : index + 1].to(volume.device, volume.dtype)
         return self.apply_thetas(volume[None], theta)[0, 0]
 
-    def overlap(self, shape: tuple[int, ...]) -> torch.Tensor:
-        """``(T, Z*Y*X)`` float masks: 1 where transform ``t`` samples inside the original field of view."""
+    def overlap(self, shape: tuple[int, ...], indices: list[int] | None = None) -> torch.Tensor:
+        """``(T, Z*Y*X)`` float masks: 1 where transform ``t`` samples inside the original field of view (only the
+        transforms ``indices``, in that order, when given)."""
         ones = torch.ones(1, 1, *shape[-3:])
-        moves = self.plan(tuple(shape))
+        plan = self.plan(tuple(shape))
+        moves = plan if indices is None else [plan[i] for i in indices]
         masks = torch.empty(len(moves), *shape[-3:])
         for i, m in enumerate(moves):
             if m.shift_xyz is not None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import bisect
 import functools
 import itertools
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,6 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from synthrelease.checks.align import Alignment, Move, shift_view
 from synthrelease.checks.embedding import EmbeddingConfig, cached_encoder
@@ -458,14 +456,9 @@ class AuditContext:
 
         def compute() -> tuple[list[Move], torch.Tensor]:
             shape = tuple(self.scoring_template().shape[1:])
-            rot = [m for m in self.settings.alignment.plan(shape) if m.shift_xyz is None]
-            if not rot:
-                return rot, torch.zeros(0, math.prod(shape))
-            thetas = torch.stack([m.theta for m in rot])
-            grid = F.affine_grid(thetas, [len(rot), 1, *shape], align_corners=False)
-            inside = F.grid_sample(torch.ones(len(rot), 1, *shape), grid, mode="bilinear", padding_mode="zeros",
-                                   align_corners=False)
-            return rot, (inside > 0.999).float().flatten(1)
+            plan = self.settings.alignment.plan(shape)
+            rot = [i for i, m in enumerate(plan) if m.shift_xyz is None]
+            return [plan[i] for i in rot], self.settings.alignment.overlap(shape, rot)
 
         return self.memo("rotation-overlap/fine", compute)
 
@@ -528,21 +521,25 @@ class AuditContext:
             # 2. the best few of each group, scored on the scoring grid around their best move and rotated
             chosen = sorted({r for group in members for r in sorted(
                 (r for r in used if r in group), key=lambda r: -pooled[r])[:RESCORE_TOP_K]})
-            rotated = []
+            reference = fine_rows(chosen)
+            # every rotation against every chosen reference in one product, then the moves around each reference's
+            # best refined move against that reference (built per reference: memory stays at 27 views)
+            fine = torch.full((len(chosen),), float("-inf"))
             if rotations:
                 turned = Alignment.apply_thetas(pool(cands.native, g)[None], torch.stack([m.theta for m in rotations]))
-                rotated = [(turned[0, i], rot_masks[i]) for i in range(len(rotations))]
-            reference = fine_rows(chosen)
-            fine: dict[int, float] = {}
+                q_rot, m_rot = _overlap_rows([(turned[0, i], rot_masks[i]) for i in range(len(rotations))], fine_mean)
+                fine = overlap_ncc_score(m_rot, channels)(q_rot, reference).max(dim=0).values
             for j, r in enumerate(chosen):
-                spec = cands.specs[int(arg[used.index(r)])]
-                q_fine, m_fine = _overlap_rows([cands.view(s, g) for s in cands.around(*spec)] + rotated, fine_mean)
-                fine[r] = float(overlap_ncc_score(m_fine, channels)(q_fine, reference[j:j + 1]).max())
+                around = cands.around(*cands.specs[int(arg[used.index(r)])])
+                q_fine, m_fine = _overlap_rows([cands.view(s, g) for s in around], fine_mean)
+                moved = overlap_ncc_score(m_fine, channels)(q_fine, reference[j:j + 1]).max()
+                fine[j] = torch.maximum(fine[j], moved)
+            fine_of = dict(zip(chosen, fine.tolist(), strict=True))
             for gi, group in enumerate(members):
                 inside = [r for r in chosen if r in group]
                 if inside:
-                    r = max(inside, key=lambda r: fine[r])
-                    sim[qi, gi], refs[qi, gi] = fine[r], r
+                    r = max(inside, key=lambda r: fine_of[r])
+                    sim[qi, gi], refs[qi, gi] = fine_of[r], r
         return Matches(sim, refs, coarse.transform, pairs=pairs)
 
     def mask_matches(self, query: str, ref: str) -> Matches:
