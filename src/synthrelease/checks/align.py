@@ -33,13 +33,14 @@ def _plan(alignment: Alignment, shape: tuple[int, ...]) -> list[Move]:
 
 
 def shift_view(x: torch.Tensor, flip: bool, shift_xyz: tuple[int, int, int],
-               fill: torch.Tensor | float) -> torch.Tensor:
+               fill: torch.Tensor | float, out: torch.Tensor | None = None) -> torch.Tensor:
     """``(..., Z, Y, X)`` mirrored left-right (when ``flip``), then ``out[i] = in[i + k]`` per axis; what enters the
-    view is ``fill``. The same move as ``affine_grid`` with translation ``k`` voxels (``align_corners=False``)."""
+    view is ``fill``. The same move as ``affine_grid`` with translation ``k`` voxels (``align_corners=False``).
+    Written into ``out`` (same shape as ``x``) when given."""
     if flip:
         x = x.flip(-1)
         shift_xyz = (-shift_xyz[0], shift_xyz[1], shift_xyz[2])
-    out = torch.empty_like(x)
+    out = torch.empty_like(x) if out is None else out
     out[...] = fill
     src: list[Any] = [...]
     dst: list[Any] = [...]

@@ -46,6 +46,7 @@ Group = tuple[str, tuple[int, ...] | None]
 REFINE_TOP_K = 32  # references per query refined below the pooled grid, from each of the two pooled phases and
 # from the embedding (each in both mirror states)
 RESCORE_TOP_K = 8  # references per query and group scored on the scoring grid (the best after refinement)
+SCORE_CHUNK = 64  # views on the scoring grid held at once per query (64 MB at 64^3)
 MAX_PAIRS_KEPT = 25_000_000  # (query, reference) similarities kept per search (100 MB): the MIA reuses them
 
 
@@ -141,22 +142,33 @@ class _Candidates:
                 self.specs.append(spec)
             rows.add(self.row_of[spec])
 
-    def view(self, spec: tuple[bool, Vec3], factor: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The case moved by ``spec`` and pooled by ``factor``, and its ``(V,)`` overlap mask."""
-        flip, eff = spec
-        phase, cells = _polyphase(factor, flip, eff)
-        if (factor, flip, phase) not in self.phases:
-            self.phases[(factor, flip, phase)] = pool(shift_view(self.native, flip, phase, self.floor), factor)
-        return (shift_view(self.phases[(factor, flip, phase)], False, cells, self.floor),
-                _refined_overlap(factor, self.shape, flip, eff))
+    def overlap_rows(self, specs: list[tuple[bool, Vec3]], factor: int, mean: torch.Tensor) -> tuple[torch.Tensor,
+                                                                                              torch.Tensor]:
+        """``_overlap_rows`` of the case moved by each of ``specs`` and pooled by ``factor``, each view written
+        straight into its row."""
+        phases = []
+        for flip, eff in specs:
+            phase, cells = _polyphase(factor, flip, eff)
+            if (factor, flip, phase) not in self.phases:
+                self.phases[(factor, flip, phase)] = pool(shift_view(self.native, flip, phase, self.floor), factor)
+            phases.append((self.phases[(factor, flip, phase)], cells))
+        out = torch.empty(len(specs), *mean.shape)
+        for i, (x, cells) in enumerate(phases):
+            shift_view(x, False, cells, self.floor, out=out[i])
+        m = torch.stack([_refined_overlap(factor, self.shape, flip, eff) for flip, eff in specs])
+        return _masked(out.sub_(mean), m), m
+
+
+def _masked(q: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """``(N, C, ...)`` deviations -> ``(N, C*V)`` rows, zeroed in place off each row's ``(N, V)`` overlap mask."""
+    return q.flatten(2).mul_(m[:, None, :]).flatten(1)
 
 
 def _overlap_rows(views: list[tuple[torch.Tensor, torch.Tensor]], mean: torch.Tensor) -> tuple[torch.Tensor,
                                                                                                torch.Tensor]:
     """Rows for ``overlap_ncc_score``: deviations from ``mean``, zero off each view's overlap; and the masks."""
     m = torch.stack([v[1] for v in views])
-    q = torch.stack([(v[0] - mean).flatten() for v in views])
-    return q * (m if mean.shape[0] == 1 else m.repeat(1, mean.shape[0])), m
+    return _masked(torch.stack([v[0] for v in views]).sub_(mean), m), m
 
 
 @dataclass(frozen=True)
@@ -511,7 +523,7 @@ class AuditContext:
             sel = torch.zeros(len(cands.specs), len(used), dtype=torch.bool)
             for j, r in enumerate(used):
                 sel[sorted(cands.rows[r]), j] = True
-            q_rows, m = _overlap_rows([cands.view(spec, f) for spec in cands.specs], mean)
+            q_rows, m = cands.overlap_rows(cands.specs, f, mean)
             scores = overlap_ncc_score(m, channels)(q_rows, ref_rows[used])  # (rows, used references)
             best, arg = torch.where(sel, scores, float("-inf")).max(dim=0)
             pooled = dict(zip(used, best.tolist(), strict=True))
@@ -522,18 +534,26 @@ class AuditContext:
             chosen = sorted({r for group in members for r in sorted(
                 (r for r in used if r in group), key=lambda r: -pooled[r])[:RESCORE_TOP_K]})
             reference = fine_rows(chosen)
-            # every rotation against every chosen reference in one product, then the moves around each reference's
-            # best refined move against that reference (built per reference: memory stays at 27 views)
+            # every rotation against every chosen reference in one product
             fine = torch.full((len(chosen),), float("-inf"))
             if rotations:
                 turned = Alignment.apply_thetas(pool(cands.native, g)[None], torch.stack([m.theta for m in rotations]))
                 q_rot, m_rot = _overlap_rows([(turned[0, i], rot_masks[i]) for i in range(len(rotations))], fine_mean)
                 fine = overlap_ncc_score(m_rot, channels)(q_rot, reference).max(dim=0).values
+            # then the moves around each reference's best refined move: views shared by several references are
+            # made once, in chunks of SCORE_CHUNK views scored against every chosen reference
+            around = {r: cands.around(*cands.specs[int(arg[used.index(r)])]) for r in chosen}
+            specs = list(dict.fromkeys(s for r in chosen for s in around[r]))
+            row = {s: i for i, s in enumerate(specs)}
+            own = torch.zeros(len(specs), len(chosen), dtype=torch.bool)
             for j, r in enumerate(chosen):
-                around = cands.around(*cands.specs[int(arg[used.index(r)])])
-                q_fine, m_fine = _overlap_rows([cands.view(s, g) for s in around], fine_mean)
-                moved = overlap_ncc_score(m_fine, channels)(q_fine, reference[j:j + 1]).max()
-                fine[j] = torch.maximum(fine[j], moved)
+                own[[row[s] for s in around[r]], j] = True
+            for start in range(0, len(specs), SCORE_CHUNK):
+                part = specs[start:start + SCORE_CHUNK]
+                q_fine, m_fine = cands.overlap_rows(part, g, fine_mean)
+                moved = overlap_ncc_score(m_fine, channels)(q_fine, reference)  # (views, chosen)
+                moved = torch.where(own[start:start + len(part)], moved, float("-inf"))
+                fine = torch.maximum(fine, moved.max(dim=0).values)
             fine_of = dict(zip(chosen, fine.tolist(), strict=True))
             for gi, group in enumerate(members):
                 inside = [r for r in chosen if r in group]

@@ -28,7 +28,7 @@ def overlap_ncc_score(masks: torch.Tensor, channels: int) -> Score:
     """NCC restricted to where the query's transformed view holds data (what a shift or rotation moved out of the
     field of view is not held against a copy). Query rows are transform views, ``T`` per query in order, zero
     outside their overlap mask; ``masks`` is ``(T, V)`` over voxels, repeated for each of ``channels``."""
-    m = masks.repeat(1, channels)  # (T, D)
+    m = masks if channels == 1 else masks.repeat(1, channels)  # (T, D)
     n = m.sum(dim=1)[None, :, None]  # (1, T, 1)
 
     def score(q: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -37,7 +37,8 @@ def overlap_ncc_score(masks: torch.Tensor, channels: int) -> Score:
         a = (q @ r.T).view(b, t, -1)  # sum over the overlap of q * r (q is zero outside it)
         s_r, s_rr = (m @ r.T)[None], (m @ (r * r).T)[None]  # (1, T, n)
         qv = q.view(b, t, -1)
-        s_q, s_qq = qv.sum(-1, keepdim=True), (qv * qv).sum(-1, keepdim=True)  # (b, T, 1)
+        s_q = qv.sum(-1, keepdim=True)  # (b, T, 1)
+        s_qq = torch.linalg.vector_norm(qv, dim=-1, keepdim=True).square()
         cov = a - s_q * s_r / n
         var = (s_qq - s_q * s_q / n).clamp_min(1e-8) * (s_rr - s_r * s_r / n).clamp_min(1e-8)
         return (cov / var.sqrt()).view(b * t, -1)
