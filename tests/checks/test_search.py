@@ -216,3 +216,45 @@ def test_half_cell_phase_move_is_f_k_plus_half_on_every_axis(flip: bool) -> None
         native = pool(shift_view(z, flip, tuple(f * c + h for c in k), -9.0), f)  # type: ignore[arg-type]
         inside = (phase > -8) & (native > -8)
         assert inside.sum() > 50 and torch.allclose(phase[inside], native[inside], atol=1e-5)
+
+
+def test_native_scoring_of_multichannel_cases_equals_the_exhaustive_search(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The same property for MRI (four channels, each standardized and compared on its own rows): the refined and
+    rescored search gives every query the exhaustive native search's NCC and nearest training case."""
+    from synthrelease.checks import AuditContext, AuditSettings
+    from synthrelease.checks.align import shift_view
+    from synthrelease.checks.embedding import EmbeddingConfig
+    from synthrelease.checks.features import volume_tensor
+    from synthrelease.data.cohort import Cohort
+    from synthrelease.data.phantoms import make_mri_phantom
+
+    cases = [make_mri_phantom(i, shape=32, seed=0) for i in range(10)]
+    syn = []
+    for i, (flip, shift) in enumerate([(True, (1, -1, 0)), (False, (0, 3, 1))]):
+        img = torch.from_numpy(cases[2 * i].image.copy())
+        moved = torch.stack([shift_view(c, flip, shift, float(c.min())) for c in img]).numpy()
+        lab = shift_view(torch.from_numpy(cases[2 * i].labels.astype("int64")), flip, shift, 0).numpy()
+        syn.append(cases[2 * i].with_(case_id=f"syn{i:03d}", image=moved, labels=lab.astype(cases[0].labels.dtype)))
+    syn.append(cases[9].with_(case_id="syn999"))
+    settings = AuditSettings(max_size=16, embedding=EmbeddingConfig(steps=10, batch=4))
+    ctx = AuditContext(Cohort.from_cases(cases[:6], name="train"), Cohort.from_cases(cases[6:9], name="holdout"),
+                       Cohort.from_cases(syn, name="syn"), out_dir=tmp_path, cache_dir=tmp_path / "cache", seed=0,
+                       settings=settings)
+    assert ctx.factor == 2 and ctx.score_factor == 1
+    full = torch.stack([volume_tensor(c, 1) for c in cases[:6]])
+    channels = full.shape[1]
+    assert channels == 4
+    mean = full.mean(dim=0)
+    a = settings.alignment
+    every = Alignment(flip=a.flip, shift=a.shift * ctx.factor, rotations_deg=a.rotations_deg)
+    masks = every.overlap((32, 32, 32))
+
+    def views(x: torch.Tensor) -> torch.Tensor:
+        return ((every.apply(x) - mean).flatten(3) * masks[None, :, None, :]).flatten(2)
+
+    exhaustive = best_matches(torch.stack([volume_tensor(c, 1) for c in syn]), (full - mean).flatten(1), views=views,
+                              score=overlap_ncc_score(masks, channels), query_batch=1, ref_block=3)
+    got = ctx.pixel_matches("synthetic", ctx.standard_groups())
+    assert torch.allclose(got.similarity[:, 0], exhaustive.similarity[:, 0], atol=1e-5)
+    assert torch.equal(got.reference[:, 0], exhaustive.reference[:, 0])
+    assert got.reference[:2, 0].tolist() == [0, 2] and torch.all(got.similarity[:2, 0] > 0.99)
