@@ -150,6 +150,24 @@ def test_extra_references_get_their_best_transform_in_each_part() -> None:
     assert only_extra.top_reference is not None and torch.equal(only_extra.top_reference, extra)
 
 
+def _exhaustive_native(train, queries, align: Alignment, factor: int):  # type: ignore[no-untyped-def]
+    """The reference the check must equal: full resolution, every voxel shift in the range the pooled search covers
+    (``shift * factor`` native voxels), the same flips and rotations, every training case, overlap NCC of
+    deviations from the training template (one row block per channel)."""
+    from synthrelease.checks.features import volume_tensor
+
+    full = torch.stack([volume_tensor(c, 1) for c in train])
+    mean = full.mean(dim=0)
+    every = Alignment(flip=align.flip, shift=align.shift * factor, rotations_deg=align.rotations_deg)
+    masks = every.overlap(tuple(full.shape[2:]))
+
+    def views(x: torch.Tensor) -> torch.Tensor:
+        return ((every.apply(x) - mean).flatten(3) * masks[None, :, None, :]).flatten(2)
+
+    return best_matches(torch.stack([volume_tensor(c, 1) for c in queries]), (full - mean).flatten(1), views=views,
+                        score=overlap_ncc_score(masks, full.shape[1]), query_batch=1, ref_block=4)
+
+
 def test_pooled_search_finds_copies_moved_by_odd_voxel_counts(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """On a pooled grid (32^3 cases searched on 16^3 cells) a copy moved by an odd number of voxels sits half a cell
     off its source; the refinement below the cell (candidates from the pooled NCC and from the embedding, scored on
@@ -158,7 +176,6 @@ def test_pooled_search_finds_copies_moved_by_odd_voxel_counts(tmp_path) -> None:
     from synthrelease.checks import AuditContext, AuditSettings
     from synthrelease.checks.align import shift_view
     from synthrelease.checks.embedding import EmbeddingConfig
-    from synthrelease.checks.features import volume_tensor
     from synthrelease.data.cohort import Cohort
     from synthrelease.data.phantoms import make_ct_phantom
 
@@ -184,18 +201,8 @@ def test_pooled_search_finds_copies_moved_by_odd_voxel_counts(tmp_path) -> None:
     # voxel shift in the same range, the same flips and rotations, and every training case, for copies and for
     # patients never seen alike (the check's threshold is then the exhaustive one too)
     assert ctx.score_factor == 1
-    full = torch.stack([volume_tensor(c, 1) for c in cases[:9]])
-    mean = full.mean(dim=0)
-    a = settings.alignment
-    every = Alignment(flip=a.flip, shift=a.shift * ctx.factor, rotations_deg=a.rotations_deg)
-    masks = every.overlap((32, 32, 32))
-
-    def views(x: torch.Tensor) -> torch.Tensor:
-        return ((every.apply(x) - mean).flatten(3) * masks[None, :, None, :]).flatten(2)
-
     for query, cohort in (("synthetic", syn), ("holdout", cases[9:13])):
-        exhaustive = best_matches(torch.stack([volume_tensor(c, 1) for c in cohort]), (full - mean).flatten(1),
-                                  views=views, score=overlap_ncc_score(masks, 1), query_batch=1, ref_block=4)
+        exhaustive = _exhaustive_native(cases[:9], cohort, settings.alignment, ctx.factor)
         got = ctx.pixel_matches(query, ctx.standard_groups() if query == "synthetic" else (("train", None),))
         assert torch.allclose(got.similarity[:, 0], exhaustive.similarity[:, 0], atol=1e-5), query
         assert torch.equal(got.reference[:, 0], exhaustive.reference[:, 0])
@@ -224,7 +231,6 @@ def test_native_scoring_of_multichannel_cases_equals_the_exhaustive_search(tmp_p
     from synthrelease.checks import AuditContext, AuditSettings
     from synthrelease.checks.align import shift_view
     from synthrelease.checks.embedding import EmbeddingConfig
-    from synthrelease.checks.features import volume_tensor
     from synthrelease.data.cohort import Cohort
     from synthrelease.data.phantoms import make_mri_phantom
 
@@ -241,19 +247,8 @@ def test_native_scoring_of_multichannel_cases_equals_the_exhaustive_search(tmp_p
                        Cohort.from_cases(syn, name="syn"), out_dir=tmp_path, cache_dir=tmp_path / "cache", seed=0,
                        settings=settings)
     assert ctx.factor == 2 and ctx.score_factor == 1
-    full = torch.stack([volume_tensor(c, 1) for c in cases[:6]])
-    channels = full.shape[1]
-    assert channels == 4
-    mean = full.mean(dim=0)
-    a = settings.alignment
-    every = Alignment(flip=a.flip, shift=a.shift * ctx.factor, rotations_deg=a.rotations_deg)
-    masks = every.overlap((32, 32, 32))
-
-    def views(x: torch.Tensor) -> torch.Tensor:
-        return ((every.apply(x) - mean).flatten(3) * masks[None, :, None, :]).flatten(2)
-
-    exhaustive = best_matches(torch.stack([volume_tensor(c, 1) for c in syn]), (full - mean).flatten(1), views=views,
-                              score=overlap_ncc_score(masks, channels), query_batch=1, ref_block=3)
+    assert cases[0].image.shape[0] == 4
+    exhaustive = _exhaustive_native(cases[:6], syn, settings.alignment, ctx.factor)
     got = ctx.pixel_matches("synthetic", ctx.standard_groups())
     assert torch.allclose(got.similarity[:, 0], exhaustive.similarity[:, 0], atol=1e-5)
     assert torch.equal(got.reference[:, 0], exhaustive.reference[:, 0])
