@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from synthrelease.checks.align import Alignment, Move, shift_view
+from synthrelease.checks.align import Alignment, shift_view
 from synthrelease.checks.embedding import EmbeddingConfig, cached_encoder
 from synthrelease.checks.features import (
     fingerprint,
@@ -144,8 +144,9 @@ class _Candidates:
 
     def overlap_rows(self, specs: list[tuple[bool, Vec3]], factor: int, mean: torch.Tensor) -> tuple[torch.Tensor,
                                                                                               torch.Tensor]:
-        """``_overlap_rows`` of the case moved by each of ``specs`` and pooled by ``factor``, each view written
-        straight into its row."""
+        """Rows for ``overlap_ncc_score`` of the case moved by each of ``specs`` and pooled by ``factor``:
+        deviations from ``mean``, zero off each view's overlap, each view written straight into its row; and the
+        ``(N, V)`` overlap masks."""
         phases = []
         for flip, eff in specs:
             phase, cells = _polyphase(factor, flip, eff)
@@ -162,13 +163,6 @@ class _Candidates:
 def _masked(q: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     """``(N, C, ...)`` deviations -> ``(N, C*V)`` rows, zeroed in place off each row's ``(N, V)`` overlap mask."""
     return q.flatten(2).mul_(m[:, None, :]).flatten(1)
-
-
-def _overlap_rows(views: list[tuple[torch.Tensor, torch.Tensor]], mean: torch.Tensor) -> tuple[torch.Tensor,
-                                                                                               torch.Tensor]:
-    """Rows for ``overlap_ncc_score``: deviations from ``mean``, zero off each view's overlap; and the masks."""
-    m = torch.stack([v[1] for v in views])
-    return _masked(torch.stack([v[0] for v in views]).sub_(mean), m), m
 
 
 @dataclass(frozen=True)
@@ -463,14 +457,15 @@ class AuditContext:
 
         return rows
 
-    def _rotation_overlap(self) -> tuple[list[Move], torch.Tensor]:
-        """The alignment's rotations and their ``(R, V)`` overlap masks on the scoring grid."""
+    def _rotation_overlap(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The alignment's rotations on the scoring grid: ``(R, 3, 4)`` thetas and ``(R, V)`` overlap masks."""
 
-        def compute() -> tuple[list[Move], torch.Tensor]:
+        def compute() -> tuple[torch.Tensor, torch.Tensor]:
             shape = tuple(self.scoring_template().shape[1:])
             plan = self.settings.alignment.plan(shape)
             rot = [i for i, m in enumerate(plan) if m.shift_xyz is None]
-            return [plan[i] for i in rot], self.settings.alignment.overlap(shape, rot)
+            thetas = torch.stack([plan[i].theta for i in rot]) if rot else torch.zeros(0, 3, 4)
+            return thetas, self.settings.alignment.overlap(shape, rot)
 
         return self.memo("rotation-overlap/fine", compute)
 
@@ -496,7 +491,7 @@ class AuditContext:
         mean, fine_mean = self.template(), self.scoring_template()
         channels = mean.shape[0]
         shape = tuple(mean.shape[1:])
-        rotations, rot_masks = self._rotation_overlap()
+        rot_thetas, rot_masks = self._rotation_overlap()
         fine_rows = self._scoring_rows(groups)
         sim, refs = coarse.similarity.clone(), coarse.reference.clone()
         pairs = None if coarse.pairs is None else coarse.pairs.clone()
@@ -527,6 +522,7 @@ class AuditContext:
             scores = overlap_ncc_score(m, channels)(q_rows, ref_rows[used])  # (rows, used references)
             best, arg = torch.where(sel, scores, float("-inf")).max(dim=0)
             pooled = dict(zip(used, best.tolist(), strict=True))
+            best_move = {r: cands.specs[a] for r, a in zip(used, arg.tolist(), strict=True)}
             if pairs is not None:
                 for r, v in pooled.items():
                     pairs[qi, r] = max(float(pairs[qi, r]), v)
@@ -536,13 +532,13 @@ class AuditContext:
             reference = fine_rows(chosen)
             # every rotation against every chosen reference in one product
             fine = torch.full((len(chosen),), float("-inf"))
-            if rotations:
-                turned = Alignment.apply_thetas(pool(cands.native, g)[None], torch.stack([m.theta for m in rotations]))
-                q_rot, m_rot = _overlap_rows([(turned[0, i], rot_masks[i]) for i in range(len(rotations))], fine_mean)
-                fine = overlap_ncc_score(m_rot, channels)(q_rot, reference).max(dim=0).values
+            if len(rot_thetas):
+                turned = Alignment.apply_thetas(pool(cands.native, g)[None], rot_thetas)[0]  # (R, C, ...)
+                q_rot = _masked(turned.sub_(fine_mean), rot_masks)
+                fine = overlap_ncc_score(rot_masks, channels)(q_rot, reference).max(dim=0).values
             # then the moves around each reference's best refined move: views shared by several references are
             # made once, in chunks of SCORE_CHUNK views scored against every chosen reference
-            around = {r: cands.around(*cands.specs[int(arg[used.index(r)])]) for r in chosen}
+            around = {r: cands.around(*best_move[r]) for r in chosen}
             specs = list(dict.fromkeys(s for r in chosen for s in around[r]))
             row = {s: i for i, s in enumerate(specs)}
             own = torch.zeros(len(specs), len(chosen), dtype=torch.bool)
