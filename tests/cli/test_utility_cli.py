@@ -46,6 +46,7 @@ def test_utility_runs_the_check_alone_beside_the_audit_folder(ws: Path) -> None:
     check = report["checks"]["utility.segmentation"]
     assert check["status"] == "ok", check.get("reason")
     assert check["evidence"]["config"]["steps"] == 60 and check["evidence"]["arms"] == ["real", "synthetic"]
+    assert check["evidence"]["config"]["network"] == "dynunet"  # the default: nnU-Net's architecture
     metrics = report["metrics"]
     assert {"utility.segmentation.dice_real", "utility.segmentation.dice_WT_synthetic"} <= set(metrics)
     assert (ws / "audits" / "copies+utility" / "figures" / "utility_dice.png").is_file()
@@ -66,3 +67,13 @@ def test_engine_that_cannot_run_or_unknown_arms_exit_2(ws: Path, monkeypatch: py
         assert "nnunetv2 is not installed" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     res = run("utility", ws, "--synthetic", "copies", "--engine", "tensorflow")
     assert res.exit_code == 2 and "tensorflow" in res.stderr
+
+
+def test_network_option_reaches_the_engine_and_the_real_model_cache_key(ws: Path) -> None:
+    res = run("utility", ws, "--synthetic", "copies", "--engine", "monai", "--steps", 20, "--arms", "real",
+              "--network", "unet")
+    assert res.exit_code == 0, res.output
+    check = json.loads((ws / "audits" / "copies+utility" / "report.json").read_text())["checks"]["utility.segmentation"]
+    assert check["evidence"]["config"]["network"] == "unet" and check["evidence"]["real_model_reused"] is False
+    res = run("audit", ws, "--synthetic", "copies", "--only", "utility", "--network", "vnet")
+    assert res.exit_code == 2 and "vnet" in res.stderr

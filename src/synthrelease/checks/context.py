@@ -180,9 +180,12 @@ class AuditSettings:
     workers: int = 1  # processes for per-case feature extraction (radiomics)
     diversity_max_size: int = 64  # MS-SSIM diversity pools the grid by a whole factor to at most this per axis
     max_pairs: int = 1000  # diversity: all pairs up to this many, a seeded random subsample (with a CI) above
-    # utility.segmentation: engine (auto: nnunet with a CUDA GPU and nnunetv2, else monai), optimisation steps per
-    # arm (the same for every arm; MONAI on one CPU thread: ~1 min per arm at 32^3, ~7 min at 64^3), and the arms
+    # utility.segmentation: engine (auto: nnunet with a CUDA GPU and nnunetv2, else monai), the MONAI engine's
+    # network (dynunet, nnU-Net's architecture; unet, MONAI's UNet: cheaper, but it downsamples at its first layer
+    # and misses small tumours), optimisation steps per arm (the same for every arm; MONAI dynunet on one CPU
+    # thread: ~0.3 s a step at 32^3, 8x that at 64^3), and the arms
     utility_engine: str = "auto"
+    utility_network: str = "dynunet"
     utility_steps: int = 500
     utility_arms: tuple[str, ...] = ("real", "synthetic", "real+synthetic")
 

@@ -2,8 +2,10 @@
 
 Training: every case of the cohorts in memory; ``steps`` AdamW steps (cosine-decayed learning rate) of
 ``batch_size`` patches from ``patches.PatchSampler`` (foreground-centred share, left-right flips); loss MONAI
-``DiceCELoss`` (softmax, foreground classes, batch Dice, plus cross-entropy), the loss nnU-Net uses. Networks: MONAI
-``UNet`` (residual units, instance norm; the default) or ``DynUNet`` (nnU-Net's architecture). Inference: MONAI
+``DiceCELoss`` (softmax, foreground classes, batch Dice, plus cross-entropy), the loss nnU-Net uses. Networks:
+``DynUNet`` (nnU-Net's architecture, residual blocks, instance norm; the default) or MONAI ``UNet`` (residual units,
+instance norm), which is cheaper but downsamples at its first layer: on 32^3 phantom CT it learns bone but finds few
+holdout tumours (Dice 0.16 against DynUNet's 0.72 at 500 steps, benchmarks/RESULTS.md). Inference: MONAI
 ``sliding_window_inference`` with the training patch, Gaussian weighting, then argmax; written back as schema label
 values on each input image's grid.
 
@@ -12,8 +14,9 @@ same seed, so a run changes no global random state and the same seed gives the s
 add nondeterminism). Threads: the caller's ``torch`` thread count is used as it is.
 
 Memory: the training cases are held in memory as float32 (64 MiB per channel and case at 256^3); study-scale
-cohorts belong to the nnU-Net engine. Cost (one CPU thread, UNet 16-128, batch 2): 0.10 s a step at 32^3
-patches and 0.77 s at 64^3; the default 500 steps are about a minute at 32^3 and 7 minutes at 64^3 per model.
+cohorts belong to the nnU-Net engine. Cost (one CPU thread, features 16-128, batch 2): DynUNet about 0.25 s a step
+at 32^3 patches (the default 500 steps: about 2 minutes per model), 8x that at 64^3; UNet 0.06-0.10 s at 32^3 and
+0.77 s at 64^3.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""Proofs of ``utility.segmentation`` at the default budget (slow: minutes on 2 CPU cores).
+"""Proofs of ``utility.segmentation`` (slow: about 25 minutes on 2 CPU cores).
 
-Head-and-neck CT phantoms at 32^3 (24 training, 8 holdout patients): the real arm segments bone; the ``copycat``
+Head-and-neck CT phantoms at 32^3 (24 training, 8 holdout patients): the real arm segments the tumour (Dice > 0.7)
+and bone (> 0.8), the issue's bar, measured 0.717 / 0.885 on this seed (the misses are two small level II nodes
+lying on the jugular vein); the ``copycat``
 negative control (perturbed copies of the training patients: real data) is as useful as the real patients
 (``dice_ratio`` near 1); pure noise with random masks is useless (near 0). MRI phantoms at 32^3: the real arm finds
 the whole tumour. The nnU-Net engine runs the check end to end. Numbers and wall times are in the report of each
@@ -25,7 +27,9 @@ from synthrelease.generators import create_generator
 
 pytestmark = pytest.mark.slow
 
-SETTINGS = AuditSettings(utility_engine="monai", utility_arms=("real", "synthetic"))  # the default budget
+# the MONAI engine's default network (dynunet), 1000 steps per arm (twice the default budget: at 500 steps the real
+# arm's tumour Dice varies about 0.55-0.72 with the seed; benchmarks/RESULTS.md)
+SETTINGS = AuditSettings(utility_engine="monai", utility_steps=1000, utility_arms=("real", "synthetic"))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -82,10 +86,7 @@ def ct(tmp_path_factory: pytest.TempPathFactory) -> dict[str, CheckResult]:
 def test_ct_real_arm_segments_bone_and_tumour(ct: dict[str, CheckResult]) -> None:
     m = ct["copycat"].metrics
     assert m["dice_bone_real"].value > 0.8
-    # the brief's target is a tumour Dice > 0.7. At 32^3 (7.5 mm voxels) a 15-40 mm tumour is 2-5 voxels across:
-    # the model learns the training patients' tumours (Dice 0.78 on them) but finds few holdout ones, whatever
-    # the tumour's contrast; at 128^3 the same engine reaches 0.84 (benchmarks/RESULTS.md, GPU)
-    assert m["dice_tumour_real"].value > 0.1
+    assert m["dice_tumour_real"].value > 0.7
 
 
 def test_ct_copycat_ratio_is_near_one_and_noise_near_zero(ct: dict[str, CheckResult]) -> None:
@@ -98,7 +99,8 @@ def test_mri_real_arm_finds_the_whole_tumour(tmp_path: Path) -> None:
     cases = _phantoms("mri", 32)
     train, holdout = Cohort.from_cases(cases[:24], name="train"), Cohort.from_cases(cases[24:], name="holdout")
     syn = Cohort.from_cases([c.with_(case_id=f"syn{i:03d}") for i, c in enumerate(cases[:24])], name="copy")
-    m = _run(train, holdout, syn, tmp_path / "audit", tmp_path / "cache").metrics
+    settings = AuditSettings(utility_engine="monai", utility_arms=("real", "synthetic"))  # the default budget
+    m = _run(train, holdout, syn, tmp_path / "audit", tmp_path / "cache", settings).metrics
     assert m["dice_WT_real"].value > 0.8 and m["dice_TC_real"].value > 0.5
     assert m["dice_ratio"].value == pytest.approx(1.0)
 

@@ -120,7 +120,7 @@ class SegmentationUtilityCheck(Check):
         settings = ctx.settings
         arms = check_arms(settings.utility_arms)
         seed = int(ctx.rng("utility/seed").integers(2**31))
-        config = SegmentationConfig(steps=settings.utility_steps, seed=seed)
+        config = SegmentationConfig(steps=settings.utility_steps, seed=seed, network=settings.utility_network)
         cache = ctx.cache_dir / "utility"
         work = cache / f"run-{secrets.token_hex(4)}"
         scores: dict[str, list[CaseScores]] = {}
