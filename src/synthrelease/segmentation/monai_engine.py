@@ -5,9 +5,9 @@ Training: every case of the cohorts in memory; ``steps`` AdamW steps (cosine-dec
 ``DiceCELoss`` (softmax, foreground classes, batch Dice, plus cross-entropy), the loss nnU-Net uses. Networks:
 ``DynUNet`` (nnU-Net's architecture, residual blocks, instance norm; the default) or MONAI ``UNet`` (residual units,
 instance norm), which is cheaper but downsamples at its first layer: on 32^3 phantom CT it learns bone but finds few
-holdout tumours (Dice 0.16 against DynUNet's 0.72 at 500 steps, benchmarks/RESULTS.md). Inference: MONAI
-``sliding_window_inference`` with the training patch, Gaussian weighting, then argmax; written back as schema label
-values on each input image's grid.
+holdout tumours (a bright 24-48 mm tumour, 500 steps: Dice 0.32 against DynUNet's 0.72, benchmarks/RESULTS.md).
+Inference: MONAI ``sliding_window_inference`` with the training patch, Gaussian weighting, then argmax; written
+back as schema label values on each input image's grid.
 
 Seeding: weights are drawn inside ``torch.random.fork_rng`` from ``seed``, patches from a ``numpy`` generator of the
 same seed, so a run changes no global random state and the same seed gives the same model on CPU (GPU kernels may
