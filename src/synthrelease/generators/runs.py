@@ -101,6 +101,8 @@ def train_run(ws: Workspace, generator: str, *, name: str | None = None, config_
     config = _resolve_config(path, generator, config_file, resume, {"steps": steps, "seed": seed})
     gen = create_generator(generator, config)
     train = ws.train()
+    if world > 1:  # every process has checked the run folder (new run / resume) before rank 0 creates it
+        torch.distributed.barrier()
     if rank == 0:
         path.mkdir(parents=True, exist_ok=True)
         (path / "config.toml").write_text(tomli_w.dumps({"generator": generator,
