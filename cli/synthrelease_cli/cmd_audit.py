@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from synthrelease_cli.cmd_utility import NETWORK_HELP, NETWORKS
 from synthrelease_cli.output import Output
 
 
@@ -81,14 +82,13 @@ def _render_gate(out_: Output, report: dict[str, Any]) -> None:
               help="Segmentation engine of the utility check; auto: nnunet with a CUDA GPU, else monai.")
 @click.option("--utility-steps", type=click.IntRange(min=1), default=None,
               help="Training steps per arm of the utility check (default 500; the same for every arm).")
-@click.option("--network", type=click.Choice(["dynunet", "unet"]), default="dynunet", show_default=True,
-              help="Network of the monai engine (dynunet: nnU-Net's; unet: cheaper, misses small structures).")
+@click.option("--network", type=click.Choice(NETWORKS), default=None, help=NETWORK_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
 @click.pass_obj
 def audit(out_: Output, workspace: Path | None, synthetic: str, train_dir: Path | None, holdout_dir: Path | None,
           out_dir: Path | None, only: tuple[str, ...], seed: int, identifiers_file: Path | None,
           policy_name: str, embedding_steps: int | None, workers: int, engine: str, utility_steps: int | None,
-          network: str, as_json: bool) -> None:
+          network: str | None, as_json: bool) -> None:
     """Audit a synthetic set (integrity, privacy, fidelity, utility checks), metrics into report.json.
 
     \b
@@ -125,9 +125,11 @@ def audit(out_: Output, workspace: Path | None, synthetic: str, train_dir: Path 
             extra = [ln.strip() for ln in identifiers_file.read_text().splitlines() if ln.strip()]
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"cannot read the identifiers file ({exc})", where=identifiers_file) from None
-    settings = AuditSettings(workers=workers, utility_engine=engine, utility_network=network)
+    settings = AuditSettings(workers=workers, utility_engine=engine)
     if utility_steps is not None:
         settings = replace(settings, utility_steps=utility_steps)
+    if network is not None:
+        settings = replace(settings, utility_network=network)
     if embedding_steps is not None:
         settings = replace(settings, embedding=replace(settings.embedding, steps=embedding_steps))
     with out_.progress() as progress:

@@ -10,6 +10,8 @@ import click
 from synthrelease_cli.output import Output
 
 ENGINES = ("auto", "monai", "nnunet")
+NETWORKS = ("dynunet", "unet")  # synthrelease.segmentation.base.NETWORKS (not imported: the CLI starts without torch)
+NETWORK_HELP = "Network of the monai engine (default dynunet: nnU-Net's; unet: cheaper, misses small structures)."
 
 
 def _render(out_: Output, report: dict[str, Any]) -> None:
@@ -55,16 +57,15 @@ def _render(out_: Output, report: dict[str, Any]) -> None:
               help="Segmentation engine; auto: nnunet with a CUDA GPU and nnunetv2, else monai.")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Optimisation steps per arm, the same for every arm (default 500).")
-@click.option("--network", type=click.Choice(["dynunet", "unet"]), default="dynunet", show_default=True,
-              help="Network of the monai engine (dynunet: nnU-Net's; unet: cheaper, misses small structures).")
+@click.option("--network", type=click.Choice(NETWORKS), default=None, help=NETWORK_HELP)
 @click.option("--arms", default="real,synthetic,real+synthetic", show_default=True,
               help="Comma-separated training arms, each tested on the real holdout.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of weights, patches and bootstrap.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
 @click.pass_obj
-def utility(out_: Output, workspace: Path, synthetic: str, engine: str, steps: int | None, network: str, arms: str,
-            seed: int, as_json: bool) -> None:
+def utility(out_: Output, workspace: Path, synthetic: str, engine: str, steps: int | None, network: str | None,
+            arms: str, seed: int, as_json: bool) -> None:
     """Segmentation utility of a synthetic set: train on real, synthetic and both; test on the real holdout.
 
     Writes WS/audits/SET+utility/report.json (metrics only, no verdict: the gate judges a full 'audit', which
@@ -81,10 +82,11 @@ def utility(out_: Output, workspace: Path, synthetic: str, engine: str, steps: i
 
     ws = Workspace(workspace)
     create_engine(engine)  # an engine that cannot run here fails before any work
-    settings = replace(AuditSettings(), utility_engine=engine, utility_network=network,
-                       utility_arms=check_arms(arms.split(",")))
+    settings = replace(AuditSettings(), utility_engine=engine, utility_arms=check_arms(arms.split(",")))
     if steps is not None:
         settings = replace(settings, utility_steps=steps)
+    if network is not None:
+        settings = replace(settings, utility_network=network)
     name = Path(synthetic).name if "/" in synthetic else synthetic
     with out_.progress() as progress:
         outcome = audit_workspace(ws, synthetic, only=["utility.segmentation"], seed=seed, settings=settings,

@@ -77,3 +77,12 @@ def test_network_option_reaches_the_engine_and_the_real_model_cache_key(ws: Path
     assert check["evidence"]["config"]["network"] == "unet" and check["evidence"]["real_model_reused"] is False
     res = run("audit", ws, "--synthetic", "copies", "--only", "utility", "--network", "vnet")
     assert res.exit_code == 2 and "vnet" in res.stderr
+
+
+def test_cli_networks_are_the_engines_and_the_default_comes_first() -> None:
+    from synthrelease.checks import AuditSettings
+    from synthrelease.segmentation.base import NETWORKS, SegmentationConfig
+    from synthrelease_cli.cmd_utility import NETWORKS as CLI_NETWORKS
+
+    assert CLI_NETWORKS == NETWORKS
+    assert NETWORKS[0] == SegmentationConfig().network == AuditSettings().utility_network

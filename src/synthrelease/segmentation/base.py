@@ -23,10 +23,11 @@ from typing import Any, ClassVar
 from synthrelease import __version__
 from synthrelease.errors import InputError
 
-__all__ = ["MODEL_FILE", "Progress", "SegmentationConfig", "SegmentationEngine", "new_model_folder",
+__all__ = ["MODEL_FILE", "NETWORKS", "Progress", "SegmentationConfig", "SegmentationEngine", "new_model_folder",
            "read_model_info", "resolve_device", "write_model_info"]
 
 MODEL_FILE = "model.json"
+NETWORKS = ("dynunet", "unet")  # the MONAI engine's networks; the first is the default
 Progress = Callable[[str, int, int], None]
 
 
@@ -69,8 +70,8 @@ class SegmentationConfig:
             problems.append(f"patch_size {self.patch_size} must be three sizes of at least 4 voxels")
         if not 0.0 <= self.foreground_fraction <= 1.0 or not 0.0 <= self.overlap < 1.0:
             problems.append("foreground_fraction must lie in [0, 1] and overlap in [0, 1)")
-        if self.network not in ("unet", "dynunet"):
-            problems.append(f"network {self.network!r} is not 'unet' or 'dynunet'")
+        if self.network not in NETWORKS:
+            problems.append(f"network {self.network!r} is not one of {', '.join(NETWORKS)}")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             problems.append(f"device {self.device!r} is not auto, cpu or cuda")
         if len(self.features) < 2 or self.learning_rate <= 0 or self.processes < 0:
