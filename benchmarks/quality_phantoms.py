@@ -21,6 +21,12 @@ MRI (glioma, t1c / t1n / t2w / t2f, BraTS labels; the model range [-1, 1] of the
 - the mean intensity inside each label in the sequence that shows it (NCR and ET in t1c, SNFH in t2f), real
   mean beside it.
 
+``--utility-steps N`` (N > 0) adds what the release gate's ``utility.segmentation.dice_ratio`` measures: a MONAI
+DynUNet segmenter trained for N steps on the real training patients and one on the samples (the same seed and
+budget), both tested on the holdout patients; it prints each arm's Dice per class and the ratio of their means.
+The share of samples with both labels says nothing of whether the anatomy is right; this does.
+``--window soft`` trains on the soft-tissue CT window that workspaces use by default (the demo's data).
+
 ``--json PATH`` also writes these figures as a flat JSON object (name -> number or string).
 """
 
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 import tomllib
 from pathlib import Path
@@ -53,8 +60,42 @@ def nearest_mae(volume: np.ndarray, others: list[np.ndarray]) -> float:
     return float(min(np.mean(np.abs(volume - o)) for o in others))
 
 
+def segmentation_utility(train: list[Case], holdout: list[Case], samples: list[Case], steps: int) -> dict[str, Any]:
+    """Dice per class on the holdout of a segmenter trained on ``train`` ("real") and on ``samples`` ("synthetic")."""
+    from synthrelease.data.nifti import read_nifti
+    from synthrelease.data.nnunet import dataset_json, write_nnunet_case
+    from synthrelease.segmentation import SegmentationConfig, create_engine, score_case
+
+    def write(cases: list[Case], root: Path) -> Path:
+        for case in cases:
+            write_nnunet_case(case, root)
+        (root / "dataset.json").write_text(json.dumps(dataset_json(
+            name=root.name, schema=cases[0].schema, modality=cases[0].modality,
+            channel_names=cases[0].channel_names, n_cases=len(cases))))
+        return root
+
+    names = list(holdout[0].schema.foreground)
+    engine = create_engine("monai")
+    config = SegmentationConfig(steps=steps, seed=0, network="dynunet")
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="quality-utility-") as tmp:
+        root = Path(tmp)
+        test = write(holdout, root / "holdout")
+        for arm, cases in (("real", train), ("synthetic", samples)):
+            model = engine.train([write(cases, root / arm)], root / f"model-{arm}", config)
+            pred = engine.predict(model, test, root / f"pred-{arm}")
+            rows = [score_case(c.case_id, read_nifti(pred / f"{c.case_id}.nii.gz")[0], c.labels, c.schema,
+                               c.geometry.spacing[::-1]) for c in holdout]
+            for name in names:
+                out[f"dice_{arm}_{name}"] = round(float(np.nanmean([r.dice[name] for r in rows])), 3)
+    real = float(np.mean([out[f"dice_real_{n}"] for n in names]))
+    synthetic = float(np.mean([out[f"dice_synthetic_{n}"] for n in names]))
+    out["dice_ratio"] = round(synthetic / real, 3) if real > 0 else None  # undefined when the real arm learnt nothing
+    return out
+
+
 def mri_row(args: argparse.Namespace, train: list[Case], holdout: list[Case], samples: list[Case], train_s: float,
-            train_cpu: float, sample_s: float) -> None:
+            train_cpu: float, sample_s: float) -> dict[str, Any]:
     channels = train[0].channel_names
     shown = {"NCR": ("t1c", 1), "SNFH": ("t2f", 2), "ET": ("t1c", 3)}  # label -> (sequence that shows it, value)
 
@@ -75,16 +116,46 @@ def mri_row(args: argparse.Namespace, train: list[Case], holdout: list[Case], sa
     print(f"{args.generator} | {args.threads} | {train_s:.0f} | {train_cpu:.0f} | {sample_s:.2f} | {every:.0%} "
           f"({tumour_vox:.0f}, {real_vox:.0f}) | "
           + " | ".join(f"{m:+.2f} ({r:+.2f})" for m, r in means.values()) + f" | {distinct:.0%} ({tau:.3f})")
-    if args.json is not None:
-        figures: dict[str, Any] = {
-            "generator": args.generator, "modality": "mri", "train_s": round(train_s, 1),
-            "train_cpu_s": round(train_cpu, 1), "sample_per_volume_s": round(sample_s, 3),
-            "all_labels_frac": round(float(every), 3), "tumour_voxels": round(float(tumour_vox), 1),
-            "real_tumour_voxels": round(float(real_vox), 1), "not_copies_frac": round(float(distinct), 3),
-            "holdout_tau": round(tau, 4)}
-        for name, (m, r) in means.items():
-            figures[f"{name}_mean"], figures[f"{name}_real_mean"] = round(m, 3), round(r, 3)
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    figures: dict[str, Any] = {
+        "generator": args.generator, "modality": "mri", "train_s": round(train_s, 1),
+        "train_cpu_s": round(train_cpu, 1), "sample_per_volume_s": round(sample_s, 3),
+        "all_labels_frac": round(float(every), 3), "tumour_voxels": round(float(tumour_vox), 1),
+        "real_tumour_voxels": round(float(real_vox), 1), "not_copies_frac": round(float(distinct), 3),
+        "holdout_tau": round(tau, 4)}
+    for name, (m, r) in means.items():
+        figures[f"{name}_mean"], figures[f"{name}_real_mean"] = round(m, 3), round(r, 3)
+    return figures
+
+
+def ct_row(args: argparse.Namespace, train: list[Case], holdout: list[Case], samples: list[Case], train_s: float,
+           train_cpu: float, sample_s: float) -> dict[str, Any]:
+    both = np.mean([np.any(s.labels == 1) and np.any(s.labels == 2) for s in samples])
+    tumour_vox = np.mean([np.sum(s.labels == 1) for s in samples])
+    real_vox = np.mean([np.sum(c.labels == 1) for c in train])
+    if args.window != "wide":  # HU is measurable on the wide window only (the soft one clips bone)
+        print("generator | window | threads | train (s) | both labels (tumour voxels, real)")
+        print(f"{args.generator} | {args.window} | {args.threads} | {train_s:.0f} | {both:.0%} ({tumour_vox:.0f}, "
+              f"{real_vox:.0f})")
+        return {"generator": args.generator, "window": args.window, "train_s": round(train_s, 1),
+                "both_labels_frac": round(float(both), 3), "tumour_voxels": round(float(tumour_vox), 1),
+                "real_tumour_voxels": round(float(real_vox), 1)}
+    train_hu = [hu(c) for c in train]
+    tau = min(nearest_mae(hu(h), train_hu) for h in holdout)
+    bone = np.concatenate([hu(s)[s.labels == 2] for s in samples])
+    tumour = np.concatenate([hu(s)[s.labels == 1] for s in samples])
+    real_tumour = np.concatenate([hu(c)[c.labels == 1] for c in train])
+    distinct = np.mean([nearest_mae(hu(s), train_hu) > tau for s in samples])
+    print("generator | threads | train (s) | CPU (s) | sample (s/vol) | both labels (tumour voxels, real) | bone HU | "
+          "tumour HU (real) | not copies (holdout tau, HU)")
+    print(f"{args.generator} | {args.threads} | {train_s:.0f} | {train_cpu:.0f} | {sample_s:.2f} | {both:.0%} "
+          f"({tumour_vox:.0f}, {real_vox:.0f}) | {bone.mean():.0f} | "
+          f"{tumour.mean():.0f} ({real_tumour.mean():.0f}) | {distinct:.0%} ({tau:.1f})")
+    return {"generator": args.generator, "train_s": round(train_s, 1), "train_cpu_s": round(train_cpu, 1),
+            "sample_per_volume_s": round(sample_s, 3), "both_labels_frac": round(float(both), 3),
+            "tumour_voxels": round(float(tumour_vox), 1), "real_tumour_voxels": round(float(real_vox), 1),
+            "bone_hu": round(float(bone.mean()), 1), "tumour_hu": round(float(tumour.mean()), 1),
+            "real_tumour_hu": round(float(real_tumour.mean()), 1), "not_copies_frac": round(float(distinct), 3),
+            "holdout_tau_hu": round(tau, 2)}
 
 
 def main() -> None:
@@ -98,10 +169,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here (flat JSON object)")
     parser.add_argument("--modality", choices=["ct", "mri"], default="ct")
+    parser.add_argument("--window", choices=["wide", "soft"], default="wide", help="CT window (HU figures: wide only)")
+    parser.add_argument("--utility-steps", type=int, default=0,
+                        help="> 0: also train segmenters on real and synthetic cases and report the Dice ratio")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.modality == "ct":
-        pre = PreprocessConfig.for_modality("ct", spacing=(7.5, 7.5, 7.5), shape=(32, 32, 32), ct_window="wide")
+        pre = PreprocessConfig.for_modality("ct", spacing=(7.5, 7.5, 7.5), shape=(32, 32, 32), ct_window=args.window)
         cases = [preprocess_case(make_ct_phantom(i, shape=32, seed=0), pre)[0] for i in range(args.patients)]
     else:
         pre = PreprocessConfig.for_modality("mri", spacing=(220 / 32,) * 3, shape=(32, 32, 32))
@@ -122,29 +196,18 @@ def main() -> None:
     sample_s = (time.perf_counter() - t0) / args.samples
 
     if args.modality == "mri":
-        mri_row(args, train, holdout, samples, train_s, train_cpu, sample_s)
-        return
-    train_hu = [hu(c) for c in train]
-    tau = min(nearest_mae(hu(h), train_hu) for h in holdout)
-    both = np.mean([np.any(s.labels == 1) and np.any(s.labels == 2) for s in samples])
-    bone = np.concatenate([hu(s)[s.labels == 2] for s in samples])
-    tumour = np.concatenate([hu(s)[s.labels == 1] for s in samples])
-    real_tumour = np.concatenate([hu(c)[c.labels == 1] for c in train])
-    tumour_vox = np.mean([np.sum(s.labels == 1) for s in samples])
-    real_vox = np.mean([np.sum(c.labels == 1) for c in train])
-    distinct = np.mean([nearest_mae(hu(s), train_hu) > tau for s in samples])
-    print("generator | threads | train (s) | CPU (s) | sample (s/vol) | both labels (tumour voxels, real) | bone HU | "
-          "tumour HU (real) | not copies (holdout tau, HU)")
-    print(f"{args.generator} | {args.threads} | {train_s:.0f} | {train_cpu:.0f} | {sample_s:.2f} | {both:.0%} "
-          f"({tumour_vox:.0f}, {real_vox:.0f}) | {bone.mean():.0f} | "
-          f"{tumour.mean():.0f} ({real_tumour.mean():.0f}) | {distinct:.0%} ({tau:.1f})")
+        figures = mri_row(args, train, holdout, samples, train_s, train_cpu, sample_s)
+    else:
+        figures = ct_row(args, train, holdout, samples, train_s, train_cpu, sample_s)
+    if args.utility_steps > 0:
+        t0 = time.perf_counter()
+        figures.update(segmentation_utility(train, holdout, samples, args.utility_steps))
+        names = list(train[0].schema.foreground)
+        print(f"utility (DynUNet, {args.utility_steps} steps per arm, {time.perf_counter() - t0:.0f} s): Dice on the "
+              "holdout, real arm / synthetic arm: "
+              + ", ".join(f"{n} {figures[f'dice_real_{n}']:.3f} / {figures[f'dice_synthetic_{n}']:.3f}" for n in names)
+              + f"; dice_ratio {figures['dice_ratio']}")
     if args.json is not None:
-        figures = {"generator": args.generator, "train_s": round(train_s, 1), "train_cpu_s": round(train_cpu, 1),
-                   "sample_per_volume_s": round(sample_s, 3), "both_labels_frac": round(float(both), 3),
-                   "tumour_voxels": round(float(tumour_vox), 1), "real_tumour_voxels": round(float(real_vox), 1),
-                   "bone_hu": round(float(bone.mean()), 1), "tumour_hu": round(float(tumour.mean()), 1),
-                   "real_tumour_hu": round(float(real_tumour.mean()), 1), "not_copies_frac": round(float(distinct), 3),
-                   "holdout_tau_hu": round(tau, 2)}
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 

@@ -73,9 +73,10 @@ BENCHMARKS = (
     Bench("demo", "", ("--cases", "60", "--samples", "40", "--shape", "32", "--train-steps", "600"),
           ("--cases", "8", "--samples", "4", "--shape", "32", "--train-steps", "8"),
           what="synthrelease demo: phantoms -> ingest -> train -> sample -> audit -> export -> copycat control"),
-    Bench("quality", "quality_phantoms.py", ("--generator", "ldm"),
+    Bench("quality", "quality_phantoms.py", ("--generator", "ldm", "--samples", "60", "--utility-steps", "500"),
           ("--generator", "ldm", "--patients", "6", "--holdout", "2", "--samples", "2", "--set", "steps = 4",
-           "ae_steps = 2"), threads=True, default=False, what="the generators' quality bar on phantom CT at 32^3"),
+           "ae_steps = 2"), threads=True, default=False,
+          what="the generators' quality bar on phantom CT at 32^3 and the samples' segmentation utility"),
 )
 NAMES = [b.name for b in BENCHMARKS]
 

@@ -90,3 +90,22 @@ def test_quick_run_of_every_default_benchmark(tmp_path):
     names = {line.split(" | ")[0] for line in res.stdout.splitlines() if " | " in line}
     assert {"data", "generators", "privacy", "msssim", "radiomics", "demo"} <= names
     assert "demo | meets target" in res.stdout
+
+
+def test_quality_benchmark_reports_segmentation_utility(tmp_path):
+    """``quality_phantoms.py --utility-steps``: both arms' Dice per class on the holdout, and their ratio."""
+    out = tmp_path / "quality.json"
+    res = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "quality_phantoms.py"), "--patients", "6",
+                          "--holdout", "2", "--samples", "2", "--threads", "1", "--window", "soft",
+                          "--utility-steps", "2", "--set", "steps = 4", "ae_steps = 2", "--json", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    figures = json.loads(out.read_text())
+    dice = {k: v for k, v in figures.items() if k.startswith("dice_") and k != "dice_ratio"}
+    assert set(dice) == {f"dice_{arm}_{name}" for arm in ("real", "synthetic") for name in ("tumour", "bone")}
+    assert all(0.0 <= v <= 1.0 for v in dice.values() if v == v)  # NaN: a class absent from prediction and truth
+    real = (dice["dice_real_tumour"] + dice["dice_real_bone"]) / 2
+    if figures["dice_ratio"] is not None:
+        synthetic = (dice["dice_synthetic_tumour"] + dice["dice_synthetic_bone"]) / 2
+        assert figures["dice_ratio"] == pytest.approx(synthetic / real, abs=2e-3)
+    assert "utility (DynUNet, 2 steps per arm" in res.stdout and figures["window"] == "soft"

@@ -132,6 +132,7 @@ def test_resume_equals_uninterrupted_run(tiny_data: TrainingData, tmp_path: Path
     {"ae_steps": 24}, {"ae_steps": 30}, {"ae_steps": 0}, {"lr_ae": -1e-4}, {"lr_unet": 0.0}, {"kl_weight": -1.0},
     {"ema_decay": 1.0}, {"norm_groups": 5}, {"unet_attention": [False]}, {"ae_channels": [8]},
     {"prediction_type": "sample"}, {"head_channels": 12}, {"lr_min_ratio": 0.0}, {"class_weighting": -0.5},
+    {"lr_unet_min_ratio": 0.0}, {"lr_unet_min_ratio": 1.5}, {"diffusion_batch_size": -1},
 ])
 def test_bad_config_is_input_error(changes: dict[str, Any]) -> None:
     with pytest.raises(InputError):
@@ -155,3 +156,31 @@ def test_adversarial_option_trains_a_discriminator(tiny_data: TrainingData, tmp_
     assert np.isfinite([log[0]["ae_adv"], log[0]["disc"]]).all()
     loaded = Generator.load(gen.save(tmp_path / "adv.pt"))
     np.testing.assert_array_equal(gen.sample(1, seed=0, steps=3)[0].image, loaded.sample(1, seed=0, steps=3)[0].image)
+
+
+def test_diffusion_options_decay_the_rate_and_draw_their_own_batch(tiny_data: TrainingData,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """lr_unet_min_ratio ends the diffusion phase at that fraction of lr_unet; diffusion_batch_size sets the number
+    of latents per step; latent_noise changes what the U-Net learns (and so the latent scale)."""
+    from monai.networks.nets import DiffusionModelUNet
+
+    torch.set_num_threads(1)
+    cfg = {**TINY, "steps": 6, "ae_steps": 2}
+    seen: list[int] = []
+    forward = DiffusionModelUNet.forward
+
+    def spy(self: DiffusionModelUNet, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        seen.append(int(x.shape[0]))
+        return forward(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(DiffusionModelUNet, "forward", spy)
+    decayed = create_generator("ldm", {**cfg, "lr_unet_min_ratio": 0.1, "diffusion_batch_size": 3}).fit(tiny_data)
+    assert seen == [3] * 4  # four diffusion steps of three latents (batch_size is 2)
+    assert decayed.optimizers()["unet"].param_groups[0]["lr"] == pytest.approx(0.1 * TINY["lr_unet"])
+    seen.clear()
+    plain = create_generator("ldm", cfg).fit(tiny_data)
+    assert seen == [2] * 4 and plain.optimizers()["unet"].param_groups[0]["lr"] == TINY["lr_unet"]
+    noisy = create_generator("ldm", {**cfg, "latent_noise": True}).fit(tiny_data)
+    assert isinstance(noisy, LatentDiffusionGenerator) and isinstance(plain, LatentDiffusionGenerator)
+    assert noisy.scale_factor_ is not None and plain.scale_factor_ is not None
+    assert noisy.scale_factor_ < plain.scale_factor_  # mu + sigma * noise spreads wider than mu alone

@@ -4,13 +4,20 @@ An ``AutoencoderKL`` compresses the image channels plus the one-hot label channe
 latent (each of the ``len(ae_channels) - 1`` levels halves the grid); a ``DiffusionModelUNet`` learns that latent
 with a 1000-step DDPM noise schedule. One ``fit`` trains both: steps ``0 .. ae_steps-1`` train the autoencoder
 (L1 on image channels plus the mean L1 inside each foreground class, cross-entropy with class weights
-``(1 / voxel share) ** class_weighting`` (small tumours survive the 8x compression) + Dice on label logits, a small
+``(1 / voxel share) ** class_weighting`` (small tumours survive the compression) + Dice on label logits, a small
 KL term, optionally a patch adversarial loss; cosine-decayed rate); the remaining steps train the U-Net (constant
-rate, EMA) on latents of the frozen autoencoder. At the switch the training set is encoded once (both left-right
-orientations when ``flip``), the latent scale factor ``1 / std(z)`` is fixed (as in MONAI's latent diffusion
-tutorials) and diffusion batches are drawn from that cache with the step's seeded RNG.
+rate by default, cosine-decayed with ``lr_unet_min_ratio < 1``; EMA) on latents of the frozen autoencoder. At
+the switch the training set is encoded once (both left-right orientations when ``flip``), the latent scale
+factor ``1 / std(z)`` is fixed (as in MONAI's latent diffusion tutorials) and diffusion batches are drawn from
+that cache with the step's seeded RNG: the encoder's mean latents ``z = mu`` by default, ``mu + sigma * noise``
+with ``latent_noise``.
 An exponential moving average of the U-Net samples: ``generate(n, g, sampler="ddim"|"ddpm", steps=...)``
 (DDIM defaults to 50 steps, DDPM to all 1000); decoded label logits become classes by argmax.
+
+The CPU default compresses 32^3 to an 8^3 latent with 16 channels (as many values as 16^3 x 2): the diffusion
+U-Net works on 512 latent voxels, about 0.05 s a step on 2 cores, so it affords thousands of steps, and a tumour
+is one or two latent voxels. Within the same minutes the 16^3 x 4 latent gave worse anatomy and fewer tumours.
+Both are far from real anatomy at this budget (benchmarks/RESULTS.md shows samples and their segmentation utility).
 
 MONAI's ``LatentDiffusionInferer`` is not used: its training call encodes every batch again (as costly as the
 U-Net step on a CPU) and its sampler takes no ``torch.Generator``; the loop here is the same arithmetic.
@@ -44,19 +51,19 @@ SAMPLERS = ("ddim", "ddpm")
 
 @dataclass(frozen=True)
 class LDMConfig(GeneratorConfig):
-    """Defaults: the tiny CPU model for a 32^3 grid (about 10 minutes on one unshared CPU thread)."""
+    """Defaults: the tiny CPU model for a 32^3 grid (about 8 minutes on 2 cores)."""
 
-    steps: int = 1400  # autoencoder steps + diffusion steps
+    steps: int = 3600  # autoencoder steps + diffusion steps
     batch_size: int = 4
     checkpoint_every: int = 500
-    ae_steps: int = 300  # the first ae_steps steps train the autoencoder, the rest the diffusion U-Net
+    ae_steps: int = 600  # the first ae_steps steps train the autoencoder, the rest the diffusion U-Net
     flip: bool = True  # random left-right flips (x axis) as augmentation
     # autoencoder
-    ae_channels: tuple[int, ...] = (16, 32)  # one level per entry; each level after the first halves the grid
-    # (two levels: a 16^3 latent for 32^3; at 8^3 a third of the small tumours did not survive the autoencoder)
+    ae_channels: tuple[int, ...] = (16, 32, 64)  # one level per entry; each level after the first halves the grid
+    # (three levels: an 8^3 latent for 32^3; with 16 channels and class-weighted labels it keeps every tumour)
     ae_res_blocks: int = 1
     ae_attention: bool = False  # self-attention at the lowest autoencoder level
-    latent_channels: int = 4
+    latent_channels: int = 16
     norm_groups: int = 8  # GroupNorm groups; must divide every channel count
     lr_ae: float = 1e-3
     lr_min_ratio: float = 0.1  # the autoencoder's learning rate decays (cosine) to this fraction of lr_ae
@@ -68,13 +75,18 @@ class LDMConfig(GeneratorConfig):
     disc_channels: int = 32
     lr_disc: float = 2e-4
     # diffusion
-    unet_channels: tuple[int, ...] = (16, 32, 64)
-    unet_attention: tuple[bool, ...] = (False, False, True)
+    unet_channels: tuple[int, ...] = (32, 64)
+    unet_attention: tuple[bool, ...] = (False, True)
     unet_res_blocks: int = 1
     head_channels: int = 32
     lr_unet: float = 1e-3
+    lr_unet_min_ratio: float = 1.0  # < 1: the U-Net's rate decays (cosine) to this fraction over the diffusion steps
+    diffusion_batch_size: int = 0  # latents per diffusion step (0: batch_size; latents are cheap at 8^3)
     ema_decay: float = 0.995
     prediction_type: str = "epsilon"  # or "v_prediction"
+    # the diffusion U-Net learns the encoder's mean latents (False) or samples mu + sigma * noise of them (True, as
+    # in Stable Diffusion); the short CPU schedule leaves sigma large, and the means gave truer bone volumes
+    latent_noise: bool = False
     beta_start: float = 0.0015  # scaled-linear schedule of MONAI's latent diffusion tutorials
     beta_end: float = 0.0195
 
@@ -87,9 +99,11 @@ class LDMConfig(GeneratorConfig):
             if not getattr(self, name) > 0:
                 raise InputError(f"ldm config {name} = {getattr(self, name)} must be positive")
         weights = (self.kl_weight, self.label_weight, self.class_weighting, self.roi_weight, self.adv_weight)
-        if min(weights) < 0 or not (0 <= self.ema_decay < 1 and 0 < self.lr_min_ratio <= 1):
+        if min(weights) < 0 or not (0 <= self.ema_decay < 1 and 0 < self.lr_min_ratio <= 1
+                                    and 0 < self.lr_unet_min_ratio <= 1 and self.diffusion_batch_size >= 0):
             raise InputError("ldm needs kl_weight, label_weight, class_weighting, roi_weight, adv_weight >= 0, "
-                             "0 <= ema_decay < 1 and 0 < lr_min_ratio <= 1")
+                             "0 <= ema_decay < 1, 0 < lr_min_ratio, lr_unet_min_ratio <= 1 and "
+                             "diffusion_batch_size >= 0")
         if len(self.ae_channels) < 2 or not len(self.unet_attention) == len(self.unet_channels) >= 1:
             raise InputError("ldm needs >= 2 ae_channels and one unet_attention flag per unet_channels entry")
         channels = (*self.ae_channels, *self.unet_channels, self.disc_channels)
@@ -196,7 +210,11 @@ class LatentDiffusionGenerator(Generator):
             for group in self._opts["ae"].param_groups:
                 group["lr"] = cfg.lr_ae * (cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * cosine)
             return self._autoencoder_step(images, classes)
-        return self._diffusion_step(images.shape[0])  # constant rate + EMA: more steps extend a run exactly
+        if cfg.lr_unet_min_ratio < 1:  # with the default constant rate, more steps extend a run exactly
+            cosine = 0.5 * (1 + math.cos(math.pi * (step - cfg.ae_steps) / max(cfg.steps - cfg.ae_steps - 1, 1)))
+            for group in self._opts["unet"].param_groups:
+                group["lr"] = cfg.lr_unet * (cfg.lr_unet_min_ratio + (1 - cfg.lr_unet_min_ratio) * cosine)
+        return self._diffusion_step(cfg.diffusion_batch_size or images.shape[0])
 
     def _inputs(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         return torch.cat([images, labels_to_onehot(classes, self.spec_.n_labels)], dim=1)
@@ -269,10 +287,13 @@ class LatentDiffusionGenerator(Generator):
         mu_all, sigma_all = self._latents
         cfg = self.config
         if self.scale_factor_ is None:
-            self.scale_factor_ = float(1.0 / (mu_all + sigma_all * torch.randn_like(sigma_all)).std())
+            spread = mu_all + sigma_all * torch.randn_like(sigma_all) if cfg.latent_noise else mu_all
+            self.scale_factor_ = float(1.0 / spread.std())
         idx = torch.randint(mu_all.shape[0], (batch,))
-        mu, sigma = mu_all[idx].to(self.device), sigma_all[idx].to(self.device)
-        z = (mu + sigma * torch.randn_like(sigma)) * self.scale_factor_
+        z = mu_all[idx].to(self.device)
+        if cfg.latent_noise:
+            z = z + sigma_all[idx].to(self.device) * torch.randn_like(z)
+        z = z * self.scale_factor_
         noise = torch.randn_like(z)
         t = torch.randint(0, self._scheduler.num_train_timesteps, (batch,), device=self.device)
         noisy = self._scheduler.add_noise(original_samples=z, noise=noise, timesteps=t)
