@@ -25,7 +25,9 @@ MRI (glioma, t1c / t1n / t2w / t2f, BraTS labels; the model range [-1, 1] of the
 DynUNet segmenter trained for N steps on the real training patients and one on the samples (the same seed and
 budget), both tested on the holdout patients; it prints each arm's Dice per class and the ratio of their means.
 The share of samples with both labels says nothing of whether the anatomy is right; this does.
-``--window soft`` trains on the soft-tissue CT window that workspaces use by default (the demo's data).
+``--window soft`` trains on the soft-tissue CT window that workspaces use by default; with ``--patients 60
+--holdout 20`` that is the demo's data (real arm tumour / bone Dice 0.82 / 0.87 at 500 steps). On the wide window
+the tumour is faint for a segmenter (real arm tumour Dice 0.36 with 32 training patients).
 
 ``--json PATH`` also writes these figures as a flat JSON object (name -> number or string).
 """
