@@ -184,3 +184,28 @@ def test_diffusion_options_decay_the_rate_and_draw_their_own_batch(tiny_data: Tr
     assert isinstance(noisy, LatentDiffusionGenerator) and isinstance(plain, LatentDiffusionGenerator)
     assert noisy.scale_factor_ is not None and plain.scale_factor_ is not None
     assert noisy.scale_factor_ < plain.scale_factor_  # mu + sigma * noise spreads wider than mu alone
+
+
+def test_labels_only_models_the_label_maps_alone(tiny_data: TrainingData, tmp_path: Path) -> None:
+    """labels_only: the autoencoder sees one-hot labels only (no image channels, no image loss), samples carry blank
+    images (-1) and valid label maps, and it serves as a conditioned generator's mask source."""
+    from synthrelease.generators.wgan import WGANGenerator
+
+    torch.set_num_threads(1)
+    log: list[dict[str, float]] = []
+    gen = create_generator("ldm", {**TINY, "steps": 8, "ae_steps": 4, "labels_only": True})
+    gen.fit(tiny_data, progress=lambda done, total, losses: log.append(losses))
+    assert isinstance(gen, LatentDiffusionGenerator)
+    assert gen.provenance() == {"mode": "labels"}
+    assert gen._ae.encoder.blocks[0].conv.in_channels == tiny_data.spec.n_labels  # no image channel in
+    assert all(s["ae_l1"] == 0.0 and s["ae_roi_l1"] == 0.0 for s in log[:4]) and log[0]["ae_label"] > 0
+    images, classes = gen.generate(2, torch.Generator().manual_seed(0), steps=3)
+    assert images.shape == (2, tiny_data.spec.n_channels, *tiny_data.spec.shape) and bool((images == -1).all())
+    assert classes.shape == (2, *tiny_data.spec.shape) and int(classes.max()) < tiny_data.spec.n_labels
+    wgan = WGANGenerator({"steps": 2, "batch_size": 2, "channels": [8, 16], "mask_generator": "ldm",
+                          "mask": {**TINY, "steps": 4, "ae_steps": 2, "labels_only": True}}).fit(tiny_data)
+    assert wgan.provenance()["mask_generator"] == "ldm"
+    cases = wgan.sample(2, seed=0)
+    assert set(np.unique(cases[0].labels)) <= set(tiny_data.spec.label_values)
+    loaded = Generator.load(wgan.save(tmp_path / "w.pt"))
+    assert np.array_equal(loaded.sample(2, seed=0)[1].labels, cases[1].labels)

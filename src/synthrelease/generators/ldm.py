@@ -19,6 +19,11 @@ U-Net works on 512 latent voxels, about 0.05 s a step on 2 cores, so it affords 
 is one or two latent voxels. Within the same minutes the 16^3 x 4 latent gave worse anatomy and fewer tumours.
 Both are far from real anatomy at this budget (benchmarks/RESULTS.md shows samples and their segmentation utility).
 
+``labels_only = true`` models the label maps alone (one-hot channels in, no image loss; samples carry images of -1),
+which makes it a mask generator for a conditioned generator (``wgan``'s ``mask_generator = "ldm"``). Measured as
+``wgan``'s mask source (benchmarks/RESULTS.md, 2026-12-06): the joint model's label maps gave the WGAN's samples more
+segmentation utility (dice_ratio 0.72) than the labels-only model's (0.57), though their tumours were 3x too large.
+
 MONAI's ``LatentDiffusionInferer`` is not used: its training call encodes every batch again (as costly as the
 U-Net step on a CPU) and its sampler takes no ``torch.Generator``; the loop here is the same arithmetic.
 """
@@ -87,6 +92,9 @@ class LDMConfig(GeneratorConfig):
     # the diffusion U-Net learns the encoder's mean latents (False) or samples mu + sigma * noise of them (True, as
     # in Stable Diffusion); the short CPU schedule leaves sigma large, and the means gave truer bone volumes
     latent_noise: bool = False
+    # True: model the label maps only (no image channels; samples carry images of -1), e.g. as the mask generator
+    # of a conditioned generator (``wgan``'s ``mask_generator = "ldm"``)
+    labels_only: bool = False
     beta_start: float = 0.0015  # scaled-linear schedule of MONAI's latent diffusion tutorials
     beta_end: float = 0.0195
 
@@ -132,7 +140,8 @@ class LatentDiffusionGenerator(Generator):
             raise InputError(f"ldm cannot model grid {spec.shape}: every side must be a multiple of {factor}",
                              fix="choose a grid divisible by it, or fewer ae_channels/unet_channels levels")
         self.spec_ = spec
-        self._n_in = spec.n_channels + spec.n_labels
+        self._n_img = 0 if cfg.labels_only else spec.n_channels  # image channels modelled
+        self._n_in = self._n_img + spec.n_labels
         down = 2 ** (len(cfg.ae_channels) - 1)
         self._latent_shape = (cfg.latent_channels, *(s // down for s in spec.shape))
         levels = len(cfg.ae_channels)
@@ -177,6 +186,8 @@ class LatentDiffusionGenerator(Generator):
         self.scale_factor_ = state["scale_factor"]
 
     def provenance(self) -> dict[str, Any]:
+        if self.config.labels_only:
+            return {"mode": "labels"}
         return {"mode": "joint", "mask_source": "joint"}
 
     def _make_scheduler(self, sampler: str) -> DDPMScheduler | DDIMScheduler:
@@ -217,10 +228,10 @@ class LatentDiffusionGenerator(Generator):
         return self._diffusion_step(cfg.diffusion_batch_size or images.shape[0])
 
     def _inputs(self, images: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-        return torch.cat([images, labels_to_onehot(classes, self.spec_.n_labels)], dim=1)
+        return torch.cat([images[:, :self._n_img], labels_to_onehot(classes, self.spec_.n_labels)], dim=1)
 
     def _autoencoder_step(self, images: torch.Tensor, classes: torch.Tensor) -> StepLosses:
-        cfg, c = self.config, self.spec_.n_channels
+        cfg, c = self.config, self._n_img
         if cfg.flip:
             flip = torch.rand(images.shape[0], device=images.device) < 0.5
             images = torch.where(flip[:, None, None, None, None], images.flip(-1), images)
@@ -229,11 +240,14 @@ class LatentDiffusionGenerator(Generator):
         with self.autocast():
             recon, mu, sigma = self.net("ae")(x)
         recon, mu, sigma = recon.float(), mu.float(), sigma.float()
-        err = (recon[:, :c] - images).abs().mean(dim=1)
-        l1 = err.mean()
-        # tumour and bone are a few percent of the voxels: also fit each foreground class's own mean error
-        rois = [err[classes == k].mean() for k in range(1, self.spec_.n_labels) if bool((classes == k).any())]
-        roi = torch.stack(rois).mean() if rois else err.new_zeros(())
+        if c:
+            err = (recon[:, :c] - images).abs().mean(dim=1)
+            l1 = err.mean()
+            # tumour and bone are a few percent of the voxels: also fit each foreground class's own mean error
+            rois = [err[classes == k].mean() for k in range(1, self.spec_.n_labels) if bool((classes == k).any())]
+            roi = torch.stack(rois).mean() if rois else err.new_zeros(())
+        else:  # labels only
+            l1 = roi = recon.new_zeros(())
         logits = recon[:, c:]
         ce = F.cross_entropy(logits, classes, weight=self._class_weights.to(logits.device))
         label = ce + DiceLoss(softmax=True, to_onehot_y=True, batch=True)(
@@ -334,5 +348,7 @@ class LatentDiffusionGenerator(Generator):
             z, _ = scheduler.step(pred, t, z, generator=step_gen, **extra)
         with self.autocast():
             out = self._ae.decode(z / self.scale_factor_).float()
-        c = self.spec_.n_channels
-        return out[:, :c].clamp(-1, 1).cpu(), out[:, c:].argmax(dim=1).cpu()
+        c, classes = self._n_img, out[:, self._n_img:].argmax(dim=1).cpu()
+        if not c:  # labels only: blank images, as the stand-alone mask generator gives
+            return torch.full((n, self.spec_.n_channels, *self.spec_.shape), -1.0), classes
+        return out[:, :c].clamp(-1, 1).cpu(), classes
