@@ -232,6 +232,7 @@ class LatentDiffusionGenerator(Generator):
 
     def _autoencoder_step(self, images: torch.Tensor, classes: torch.Tensor) -> StepLosses:
         cfg, c = self.config, self._n_img
+        images = images[:, :c]  # the modelled image channels (none with labels_only)
         if cfg.flip:
             flip = torch.rand(images.shape[0], device=images.device) < 0.5
             images = torch.where(flip[:, None, None, None, None], images.flip(-1), images)
