@@ -83,12 +83,15 @@ def _render_gate(out_: Output, report: dict[str, Any]) -> None:
 @click.option("--utility-steps", type=click.IntRange(min=1), default=None,
               help="Training steps per arm of the utility check (default 500; the same for every arm).")
 @click.option("--network", type=click.Choice(NETWORKS), default=None, help=NETWORK_HELP)
+@click.option("--fail-fast", is_flag=True,
+              help="Stop after the first family of checks that fails a rule of the policy (order: privacy, "
+                   "integrity, fidelity, utility); the checks left are reported as skipped. Same verdict, sooner.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
 @click.pass_obj
 def audit(out_: Output, workspace: Path | None, synthetic: str, train_dir: Path | None, holdout_dir: Path | None,
           out_dir: Path | None, only: tuple[str, ...], seed: int, identifiers_file: Path | None,
           policy_name: str, embedding_steps: int | None, workers: int, engine: str, utility_steps: int | None,
-          network: str | None, as_json: bool) -> None:
+          network: str | None, fail_fast: bool, as_json: bool) -> None:
     """Audit a synthetic set (integrity, privacy, fidelity, utility checks), metrics into report.json.
 
     \b
@@ -135,12 +138,12 @@ def audit(out_: Output, workspace: Path | None, synthetic: str, train_dir: Path 
     with out_.progress() as progress:
         if workspace is not None:
             outcome = audit_workspace(Workspace(workspace), synthetic, only=only, seed=seed, extra_identifiers=extra,
-                                      settings=settings, progress=progress, policy=policy)
+                                      settings=settings, progress=progress, policy=policy, fail_fast=fail_fast)
         else:
             assert train_dir and holdout_dir and out_dir
             outcome = audit_directories(train_dir, holdout_dir, Path(synthetic), out_dir, only=only, seed=seed,
                                         extra_identifiers=extra, settings=settings, progress=progress,
-                                        policy=policy)
+                                        policy=policy, fail_fast=fail_fast)
     _render(out_, outcome.report, outcome.path)
     errors = outcome.report["summary"]["error"]
     if errors:

@@ -55,6 +55,8 @@ def demo(out_: Output, modality: str, out: Path, n_cases: int, n_samples: int, s
         for set_name, audit in summary.get("audit", {}).items():
             failed = "; ".join(f"{r['metric']} ({r['reason']})" for r in audit["failed_rules"])
             click.echo(f"audit of {set_name}: {audit['verdict'].upper()}" + (f": failed {failed}" if failed else ""))
+            if audit.get("not_run"):
+                click.echo(f"  not run once the verdict was decided (--fail-fast): {', '.join(audit['not_run'])}")
             click.echo(f"  report: {audit['report_html']}")
         if "release" in summary:
             rel = summary["release"]

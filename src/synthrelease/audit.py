@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,13 @@ from synthrelease.policy import GateResult, Policy, apply_gate, evaluate, load_p
 from synthrelease.report import write_reports
 from synthrelease.runtime.fs import atomic_directory
 
-__all__ = ["SCHEMA_VERSION", "AuditOutcome", "audit_directories", "audit_workspace", "run_checks", "set_sha256",
-           "workspace_identifiers"]
+__all__ = ["SCHEMA_VERSION", "AuditOutcome", "audit_directories", "audit_workspace", "decided_fail", "run_checks",
+           "set_sha256", "workspace_identifiers"]
 
 SCHEMA_VERSION = 1
+# --fail-fast runs the families in this order: privacy first (a refused set's report still says whether it leaks),
+# the segmentation arms (the longest check) last
+FAIL_FAST_ORDER = ("privacy", "integrity", "fidelity", "utility")
 Progress = Callable[[str, int, int], None]
 
 
@@ -56,12 +60,23 @@ def set_sha256(root: Path) -> str:
     return h.hexdigest()
 
 
-def run_checks(ctx: AuditContext, checks: Sequence[Check], progress: Progress | None = None) -> list[CheckResult]:
-    """Validate and load every case (errors propagate: bad input), then run each check (never raises)."""
+def run_checks(ctx: AuditContext, checks: Sequence[Check], progress: Progress | None = None,
+               stop: Callable[[list[CheckResult]], str | None] | None = None) -> list[CheckResult]:
+    """Validate and load every case (errors propagate: bad input), then run each check (never raises).
+
+    ``stop`` is asked whenever a family of checks is done; once it returns a reason, the checks left are not run
+    (each a skipped result carrying that reason). A family is never cut short, so a refused set's report still holds
+    all of its privacy findings."""
     for which in ("train", "holdout", "synthetic"):
         ctx.volumes(which)
-    results = []
+    results: list[CheckResult] = []
+    why: str | None = None
     for i, check in enumerate(checks):
+        if why is None and stop is not None and results and results[-1].family != check.family:
+            why = stop(results)
+        if why is not None:
+            results.append(CheckResult(check.name, Status.SKIPPED, reason=f"not run (--fail-fast): {why}"))
+            continue
         if progress:
             progress(f"check {check.name}", i, len(checks))
         results.append(check.run(ctx))
@@ -98,14 +113,32 @@ def _resolve_policy(policy: str | Path | Policy | None) -> Policy | None:
     return load_policy(policy)
 
 
+def decided_fail(rules: Policy, results: Sequence[CheckResult]) -> str | None:
+    """The first ``fail`` rule that the results so far already fail (None if none does). Only rules whose metric
+    (and threshold metric) come from checks that have run are judged: a check still to run is not a missing one."""
+    ran = {r.name for r in results}
+    report = {"metrics": {k: v for r in results for k, v in r.flat_metrics().items()},
+              "checks": {r.name: r.to_dict() for r in results}}
+    for rule, outcome in zip(rules.rules, evaluate(rules, report).rules, strict=True):
+        other = ".".join(rule.threshold_metric.split(".")[:2]) if rule.threshold_metric else rule.check
+        if rule.severity == "fail" and rule.check in ran and other in ran and not outcome.passed:
+            return f"the verdict is already fail ({rule.describe()}: {outcome.reason})"
+    return None
+
+
 def _audit(ctx_factory: Callable[[Path], AuditContext], target: Path, set_name: str, set_dir: Path | None,
-           only: Sequence[str], progress: Progress | None, policy: str | Path | Policy | None) -> AuditOutcome:
+           only: Sequence[str], progress: Progress | None, policy: str | Path | Policy | None,
+           fail_fast: bool = False) -> AuditOutcome:
     checks = select_checks(only)  # unknown names fail before anything is written
     rules = _resolve_policy(policy)  # so does a bad policy
+    stop = None
+    if fail_fast and rules is not None:
+        checks.sort(key=lambda c: FAIL_FAST_ORDER.index(c.family))
+        stop = partial(decided_fail, rules)
     gate = None
     with atomic_directory(target, replace=True) as tmp:
         ctx = ctx_factory(tmp)
-        results = run_checks(ctx, checks, progress)
+        results = run_checks(ctx, checks, progress, stop)
         report = build_report(ctx, results, set_name, set_sha256(set_dir) if set_dir else "")
         if rules is not None:
             gate = evaluate(rules, report)
@@ -140,9 +173,13 @@ def workspace_identifiers(ws: Workspace) -> tuple[str, ...]:
 def audit_workspace(ws: Workspace, synthetic: str | Path, *, only: Sequence[str] = (), seed: int = 0,
                     settings: AuditSettings | None = None, extra_identifiers: Sequence[str] = (),
                     progress: Progress | None = None, policy: str | Path | Policy | None = "default",
-                    out: Path | None = None) -> AuditOutcome:
+                    out: Path | None = None, fail_fast: bool = False) -> AuditOutcome:
     """Audit a set of the workspace (a name under ``synthetic/``) or an nnU-Net raw folder into ``audits/<set>``
-    (or ``out``), judged by ``policy`` (a shipped name, a TOML path, a ``Policy``; None: metrics only, no verdict)."""
+    (or ``out``), judged by ``policy`` (a shipped name, a TOML path, a ``Policy``; None: metrics only, no verdict).
+
+    ``fail_fast`` (with a policy): checks run family by family (privacy, integrity, fidelity, utility) and stop after
+    the first family whose results fail a ``fail`` rule; the rest are reported as skipped. The verdict is the one
+    the full audit would give (fail), sooner: the segmentation arms of a set that leaks are not trained."""
     named = ws.dir("synthetic") / str(synthetic)
     set_dir = named if isinstance(synthetic, str) and "/" not in synthetic and named.is_dir() else Path(synthetic)
     if not set_dir.is_dir():
@@ -157,13 +194,14 @@ def audit_workspace(ws: Workspace, synthetic: str | Path, *, only: Sequence[str]
                             synthetic_dir=set_dir, identifiers=identifiers, provenance=_read_provenance(set_dir),
                             settings=settings, progress=progress, intensity_reference=ws.intensity_reference)
 
-    return _audit(factory, out or ws.dir("audits") / set_dir.name, set_dir.name, set_dir, only, progress, policy)
+    return _audit(factory, out or ws.dir("audits") / set_dir.name, set_dir.name, set_dir, only, progress, policy,
+                  fail_fast)
 
 
 def audit_directories(train_dir: Path, holdout_dir: Path, synthetic_dir: Path, out: Path, *,
                       only: Sequence[str] = (), seed: int = 0, settings: AuditSettings | None = None,
                       extra_identifiers: Sequence[str] = (), progress: Progress | None = None,
-                      policy: str | Path | Policy | None = "default") -> AuditOutcome:
+                      policy: str | Path | Policy | None = "default", fail_fast: bool = False) -> AuditOutcome:
     """Workspace-free audit of any synthetic set: three nnU-Net raw folders; results (and cache) under ``out``."""
     train = read_nnunet(train_dir, name="train")
     holdout = read_nnunet(holdout_dir, name="holdout")
@@ -180,4 +218,4 @@ def audit_directories(train_dir: Path, holdout_dir: Path, synthetic_dir: Path, o
                             synthetic_dir=Path(synthetic_dir), identifiers=tuple(extra_identifiers),
                             provenance=_read_provenance(Path(synthetic_dir)), settings=settings, progress=progress)
 
-    return _audit(factory, out, Path(synthetic_dir).name, Path(synthetic_dir), only, progress, policy)
+    return _audit(factory, out, Path(synthetic_dir).name, Path(synthetic_dir), only, progress, policy, fail_fast)

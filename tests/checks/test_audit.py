@@ -108,3 +108,68 @@ def test_mismatched_grids_are_bad_input_and_nothing_is_written(folders: dict[str
 def test_train_and_holdout_must_not_overlap(folders: dict[str, Path], tmp_path: Path) -> None:
     with pytest.raises(InputError, match="share case ids"):
         audit_directories(folders["train"], folders["train"], folders["synthetic"], tmp_path / "audit")
+
+
+def test_fail_fast_gives_the_full_audits_verdict_and_skips_what_is_left(copycat: Cohort, holdout: Cohort,
+                                                                         train: Cohort, folders: dict[str, Path],
+                                                                         tmp_path: Path) -> None:
+    syn = _write(copycat, tmp_path / "copies", 8)
+    full = audit_directories(folders["train"], folders["holdout"], syn, tmp_path / "full", settings=FAST)
+    fast = audit_directories(folders["train"], folders["holdout"], syn, tmp_path / "fast", settings=FAST,
+                             fail_fast=True)
+    assert full.report["verdict"] == fast.report["verdict"] == "fail"
+    checks = fast.report["checks"]
+    order = list(checks)
+    assert order.index("privacy.memorization") < order.index("integrity.cohort") < order.index("utility.segmentation")
+    ran = [n for n, c in checks.items() if c["status"] == "ok"]
+    skipped = [n for n, c in checks.items() if "--fail-fast" in (c.get("reason") or "")]
+    assert ran and skipped and set(ran).isdisjoint(skipped)
+    # the privacy family (run first) decides it and runs whole; nothing ran after the stop
+    assert {n for n in order if n.startswith("privacy.")} <= set(ran) and all(n.startswith("privacy.") for n in ran)
+    assert "utility.segmentation" in skipped and "integrity.cohort" in skipped
+    assert order.index(ran[-1]) < order.index(skipped[0])
+    # the check that decided it, and why, are named
+    assert "the verdict is already fail" in checks["utility.segmentation"]["reason"]
+    # what ran measured what the full audit measured
+    for name in ran:
+        for key, value in fast.report["metrics"].items():
+            if key.startswith(name + "."):
+                assert full.report["metrics"][key] == value, key
+    # without a policy there is no verdict to decide: every check runs
+    none = audit_directories(folders["train"], folders["holdout"], syn, tmp_path / "none", settings=FAST,
+                             fail_fast=True, policy=None, only=["privacy.memorization", "integrity"])
+    assert all(c["status"] == "ok" for c in none.report["checks"].values())
+
+
+def test_decided_fail_judges_only_rules_whose_checks_ran(tmp_path: Path) -> None:
+    from synthrelease.audit import decided_fail
+    from synthrelease.checks.base import CheckResult, Direction, Metric, Status
+    from synthrelease.policy import load_policy
+
+    (tmp_path / "p.toml").write_text(
+        'name = "p"\ndescription = "t"\nrelease = true\n'
+        '[[rule]]\nmetric = "privacy.memorization.flagged_fraction"\nop = "<="\n'
+        'threshold_metric = "privacy.memorization.chance_rate"\nmargin = 0.05\nseverity = "fail"\nwhy = "a"\n'
+        '[[rule]]\nmetric = "fidelity.labels.ks_tumour_volume"\nop = "<="\n'
+        'threshold_metric = "privacy.mia.auc"\nseverity = "fail"\nwhy = "b"\n'
+        '[[rule]]\nmetric = "utility.segmentation.dice_ratio"\nop = ">="\nthreshold = 0.7\n'
+        'severity = "warn"\nwhy = "c"\n')
+    policy = load_policy(tmp_path / "p.toml")
+
+    def mem(flagged: float) -> CheckResult:
+        return CheckResult("privacy.memorization", Status.OK, {"flagged_fraction": Metric(flagged, Direction.LOWER),
+                                                                "chance_rate": Metric(0.05, Direction.INFO)})
+
+    assert decided_fail(policy, [mem(0.1)]) is None  # within chance + 0.05; the other checks have not run
+    why = decided_fail(policy, [mem(0.5)])
+    assert why is not None and "privacy.memorization.flagged_fraction" in why and "0.5 is not <= 0.1" in why
+    # a rule whose threshold comes from a check still to run is not judged yet
+    ks = CheckResult("fidelity.labels", Status.OK, {"ks_tumour_volume": Metric(0.9, Direction.LOWER)})
+    assert decided_fail(policy, [mem(0.0), ks]) is None
+    mia = CheckResult("privacy.mia", Status.OK, {"auc": Metric(0.5, Direction.LOWER)})
+    assert decided_fail(policy, [mem(0.0), ks, mia]) is not None
+    # a warn rule never decides; a check that ran but errored does (its fail rule's metric is missing)
+    low = CheckResult("utility.segmentation", Status.OK, {"dice_ratio": Metric(0.1, Direction.HIGHER)})
+    assert decided_fail(policy, [mem(0.0), low]) is None
+    broken = CheckResult("privacy.memorization", Status.ERROR, reason="RuntimeError: boom")
+    assert decided_fail(policy, [broken]) is not None

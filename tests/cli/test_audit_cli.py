@@ -137,3 +137,17 @@ def test_policies_lists_and_shows_and_rejects(tmp_path: Path) -> None:
     assert res.exit_code == 2 and f"{bad}:4" in res.stderr and "op '=>'" in res.stderr
     res = run("audit", tmp_path / "nows", "--synthetic", "x", "--policy", bad)
     assert res.exit_code == 2
+
+
+def test_audit_fail_fast_stops_after_privacy_on_copies(ws: Path, tmp_path: Path) -> None:
+    res = run("audit", ws, "--synthetic", "copies", "--embedding-steps", 5, "--fail-fast", "--out", tmp_path / "a")
+    assert res.exit_code == 2  # --out is for the workspace-free form only: bad input, not a verdict
+    res = run("audit", ws, "--synthetic", "copies", "--embedding-steps", 5, "--fail-fast")
+    assert res.exit_code == 1, res.output  # the same verdict as the full audit: fail
+    report = json.loads((ws / "audits" / "copies" / "report.json").read_text())
+    checks = report["checks"]
+    assert checks["privacy.memorization"]["status"] == "ok"
+    assert report["metrics"]["privacy.memorization.flagged_fraction"] >= 0.9
+    for name in ("utility.segmentation", "fidelity.radiomics", "integrity.cohort"):
+        assert checks[name]["status"] == "skipped" and "--fail-fast" in checks[name]["reason"], name
+    assert "privacy.memorization.flagged_fraction" in report["gate"]["failed"]

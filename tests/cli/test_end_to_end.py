@@ -42,6 +42,9 @@ def test_demo_runs(tmp_path):
     control, demo = summary["audit"]["copycat-control"], summary["audit"]["demo"]
     assert control["verdict"] == "fail"
     assert control["metrics"]["privacy.memorization.flagged_fraction"] >= 0.9  # the audit catches the copies
+    # the control's audit stops once privacy has decided it: no segmentation arm is trained on copies
+    assert "utility.segmentation" in control["not_run"] and demo["not_run"] == []
+    assert all(not r["metric"].startswith("utility.") for r in control["failed_rules"])
     # 8 phantoms leave 4 unseen patients: the gate refuses the demo set on thin evidence, and nothing is exported
     assert demo["verdict"] == "fail" and demo["metrics"]["privacy.metadata.n_findings"] == 0
     assert any(r["metric"] == "integrity.cohort.n_holdout" for r in demo["failed_rules"])
