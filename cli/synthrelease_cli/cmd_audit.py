@@ -38,7 +38,7 @@ def _render_gate(out_: Output, report: dict[str, Any]) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    rules = [r for r in report["rules"] if not r["passed"]]
+    rules = [r for r in report["rules"] if not r["passed"] and r.get("judged", True)]
     if rules:
         table = Table(title=f"rules not met (policy {report['policy']['name']})")
         for col in ("severity", "rule", "value", "why / reason"):
@@ -50,10 +50,12 @@ def _render_gate(out_: Output, report: dict[str, Any]) -> None:
                           escape(r["reason"] or r["why"]))
         out_.console.print(table)
     gate = report["gate"]
+    skipped = int(gate.get("n_not_judged", 0))
     colour = "green" if report["verdict"] == "pass" else "red"
     out_.info(f"[bold {colour}]verdict: {report['verdict'].upper()}[/bold {colour}] under policy "
-              f"{report['policy']['name']}: {gate['n_rules'] - gate['n_failed'] - gate['n_warned']} of "
-              f"{gate['n_rules']} rules met, {gate['n_failed']} failed, {gate['n_warned']} warnings")
+              f"{report['policy']['name']}: {gate['n_rules'] - gate['n_failed'] - gate['n_warned'] - skipped} of "
+              f"{gate['n_rules']} rules met, {gate['n_failed']} failed, {gate['n_warned']} warnings"
+              + (f", {skipped} not judged (their checks were not run: --fail-fast)" if skipped else ""))
 
 
 @click.command()

@@ -75,7 +75,8 @@ def run_checks(ctx: AuditContext, checks: Sequence[Check], progress: Progress | 
         if why is None and stop is not None and results and results[-1].family != check.family:
             why = stop(results)
         if why is not None:
-            results.append(CheckResult(check.name, Status.SKIPPED, reason=f"not run (--fail-fast): {why}"))
+            results.append(CheckResult(check.name, Status.SKIPPED, reason=f"not run (--fail-fast): {why}",
+                                       evidence={"fail_fast": True}))
             continue
         if progress:
             progress(f"check {check.name}", i, len(checks))

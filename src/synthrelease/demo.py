@@ -57,13 +57,13 @@ def _audit_summary(ws: Workspace, name: str, seed: int, progress: Progress | Non
     outcome = audit_workspace(ws, name, seed=seed, policy="default", progress=progress, settings=settings,
                               fail_fast=fail_fast)
     report = outcome.report
-    not_run = sorted(n for n, c in report["checks"].items() if "--fail-fast" in (c.get("reason") or ""))
+    not_run = sorted(n for n, c in report["checks"].items() if (c.get("evidence") or {}).get("fail_fast"))
+    judged = [r for r in report["rules"] if not r["passed"] and r.get("judged", True)]
     return {"verdict": report["verdict"], "report_html": str(outcome.path / "report.html"),
             "failed_rules": [{"metric": r["metric"], "value": r["value"], "reason": r["reason"]}
-                             for r in report["rules"] if not r["passed"] and r["severity"] == "fail"
-                             and ".".join(r["metric"].split(".")[:2]) not in not_run],
+                             for r in judged if r["severity"] == "fail"],
             "not_run": not_run,
-            "warnings": [r["metric"] for r in report["rules"] if not r["passed"] and r["severity"] == "warn"],
+            "warnings": [r["metric"] for r in judged if r["severity"] == "warn"],
             "metrics": {m: report["metrics"].get(m) for m in HEADLINE}}
 
 

@@ -135,6 +135,23 @@ def test_fail_fast_gives_the_full_audits_verdict_and_skips_what_is_left(copycat:
         for key, value in fast.report["metrics"].items():
             if key.startswith(name + "."):
                 assert full.report["metrics"][key] == value, key
+    # rules on checks that were not run are not judged: not passed (the verdict stays fail), not findings either
+    rules = {r["metric"]: r for r in fast.report["rules"]}
+    assert rules["utility.segmentation.dice_ratio"]["judged"] is False
+    assert rules["utility.segmentation.dice_ratio"]["passed"] is False
+    assert "not judged" in rules["utility.segmentation.dice_ratio"]["reason"]
+    assert rules["privacy.memorization.flagged_fraction"]["judged"] is True
+    gate = fast.report["gate"]
+    assert "utility.segmentation.dice_ratio" in gate["not_judged"]
+    assert "utility.segmentation.dice_ratio" not in gate["failed"] + gate["warned"]
+    assert set(gate["failed"]) == {m for m in full.report["gate"]["failed"] if m.startswith("privacy.")}
+    assert gate["n_failed"] + gate["n_warned"] + gate["n_not_judged"] <= gate["n_rules"]
+    assert full.report["gate"]["n_not_judged"] == 0 and all(r["judged"] for r in full.report["rules"])
+    summary = (fast.path / "summary.md").read_text()
+    assert "### Rules not judged" in summary and "`utility.segmentation.dice_ratio`" in summary.split(
+        "### Rules not judged")[1]
+    assert "not judged" in (fast.path / "junit.xml").read_text()
+    assert "not judged (--fail-fast)" in (fast.path / "report.html").read_text()
     # without a policy there is no verdict to decide: every check runs
     none = audit_directories(folders["train"], folders["holdout"], syn, tmp_path / "none", settings=FAST,
                              fail_fast=True, policy=None, only=["privacy.memorization", "integrity"])

@@ -151,3 +151,7 @@ def test_audit_fail_fast_stops_after_privacy_on_copies(ws: Path, tmp_path: Path)
     for name in ("utility.segmentation", "fidelity.radiomics", "integrity.cohort"):
         assert checks[name]["status"] == "skipped" and "--fail-fast" in checks[name]["reason"], name
     assert "privacy.memorization.flagged_fraction" in report["gate"]["failed"]
+    # the rules of checks that were not run are reported apart from the failures
+    assert "utility.segmentation.dice_ratio" in report["gate"]["not_judged"]
+    assert "utility.segmentation.dice_ratio" not in report["gate"]["failed"]
+    assert "not judged (their checks were not run: --fail-fast)" in " ".join(res.output.split())

@@ -142,3 +142,27 @@ def test_not_applicable_passes_only_where_the_rule_allows() -> None:
     assert gate.rules[1].passed and (gate.rules[1].reason or "").startswith("not applicable")
     strict = parse_policy(POLICY.text.replace('not_applicable = "pass"\n', ""))
     assert not evaluate(strict, _report({"privacy.mia.auc_ci_high": 0.5}, na)).rules[1].passed
+
+
+def test_rules_on_checks_not_run_by_fail_fast_are_not_judged_and_never_pass() -> None:
+    left_out = {"status": "skipped", "reason": "not run (--fail-fast): the verdict is already fail (...)",
+                "evidence": {"fail_fast": True}}
+    checks = {"privacy.reidentification": left_out, "fidelity.labels": left_out}
+    gate = evaluate(POLICY, _report({"privacy.mia.auc_ci_high": 0.9}, checks))
+    mia, reid, labels = gate.rules
+    assert not mia.passed and mia.judged and gate.failed == [mia]  # the finding
+    assert not reid.passed and not reid.judged and "not judged" in (reid.reason or "")
+    assert not labels.judged and gate.warned == []  # a warn rule not judged is not a warning either
+    assert gate.not_judged == [reid, labels] and gate.summary()["n_not_judged"] == 2
+    # even were every judged rule met, a rule not judged keeps the verdict at fail: it is never a pass
+    gate = evaluate(POLICY, _report({"privacy.mia.auc_ci_high": 0.5}, checks))
+    assert gate.failed == [] and gate.verdict == "fail"
+    # a threshold metric from a check that was not run: not judged either
+    relative = parse_policy('name = "r"\n[[rule]]\nmetric = "fidelity.labels.ks_tumour_volume"\nop = "<="\n'
+                            'threshold_metric = "privacy.mia.auc"\nwhy = "w"\n')
+    (rule,) = evaluate(relative, _report({"fidelity.labels.ks_tumour_volume": 0.1},
+                                         {"fidelity.labels": {"status": "ok"}, "privacy.mia": left_out})).rules
+    assert not rule.passed and not rule.judged and rule.value == 0.1
+    # a check skipped for another reason still fails its rules as before
+    other = {"privacy.reidentification": {"status": "skipped", "reason": "only 1 of 20 training faces"}}
+    assert evaluate(POLICY, _report({"privacy.mia.auc_ci_high": 0.5}, other)).rules[1].judged is True

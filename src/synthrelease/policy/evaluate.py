@@ -4,6 +4,8 @@
   such metric): a check that did not run is not a pass. The only exception is a check that reported the risk it
   measures absent from the data (``not_applicable``, e.g. no face in view), and only where the rule says
   ``not_applicable = "pass"``.
+- A rule on a check that ``--fail-fast`` left out (the verdict was already fail) is *not judged*: it does not pass,
+  so the verdict stays fail, but it is reported apart from the failures, which are the findings.
 - ``warn`` rules are evaluated and reported but never fail the gate.
 - ``verdict`` is ``pass`` only if every ``fail`` rule passed.
 """
@@ -36,6 +38,7 @@ class RuleResult:
     severity: str
     why: str
     reason: str | None
+    judged: bool = True  # False: its check was not run (--fail-fast); never passed, never counted as a failure
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,15 +59,25 @@ class GateResult:
 
     @property
     def failed(self) -> list[RuleResult]:
-        return [r for r in self.rules if not r.passed and r.severity == "fail"]
+        return [r for r in self.rules if not r.passed and r.judged and r.severity == "fail"]
 
     @property
     def warned(self) -> list[RuleResult]:
-        return [r for r in self.rules if not r.passed and r.severity == "warn"]
+        return [r for r in self.rules if not r.passed and r.judged and r.severity == "warn"]
+
+    @property
+    def not_judged(self) -> list[RuleResult]:
+        return [r for r in self.rules if not r.judged]
 
     def summary(self) -> dict[str, Any]:
         return {"n_rules": len(self.rules), "n_failed": len(self.failed), "n_warned": len(self.warned),
-                "failed": [r.metric for r in self.failed], "warned": [r.metric for r in self.warned]}
+                "n_not_judged": len(self.not_judged), "failed": [r.metric for r in self.failed],
+                "warned": [r.metric for r in self.warned], "not_judged": [r.metric for r in self.not_judged]}
+
+
+def _not_run_by_fail_fast(check: str, checks: Mapping[str, Any]) -> bool:
+    result = checks.get(check) or {}
+    return result.get("status") == "skipped" and bool((result.get("evidence") or {}).get("fail_fast"))
 
 
 def _missing_reason(metric: str, check: str, checks: Mapping[str, Any]) -> tuple[str, bool]:
@@ -82,15 +95,18 @@ def _missing_reason(metric: str, check: str, checks: Mapping[str, Any]) -> tuple
 
 
 def _evaluate_rule(rule: Rule, metrics: Mapping[str, float], checks: Mapping[str, Any]) -> RuleResult:
-    def result(passed: bool, value: float | None, threshold_value: float | None, reason: str | None) -> RuleResult:
+    def result(passed: bool, value: float | None, threshold_value: float | None, reason: str | None,
+               judged: bool = True) -> RuleResult:
         return RuleResult(rule.metric, rule.op, rule.threshold, rule.threshold_metric, rule.margin, threshold_value,
-                          value, passed, rule.severity, rule.why, reason)
+                          value, passed, rule.severity, rule.why, reason, judged)
 
     value = metrics.get(rule.metric)
     if value is None:
         reason, not_applicable = _missing_reason(rule.metric, rule.check, checks)
         if not_applicable and rule.not_applicable == "pass":
             return result(True, None, None, f"not applicable: {reason.split(': ', 1)[1]}")
+        if _not_run_by_fail_fast(rule.check, checks):
+            return result(False, None, None, f"not judged: check {rule.check} was not run (--fail-fast)", False)
         return result(False, None, None, reason)
     if rule.threshold_metric is None:
         threshold = rule.threshold
@@ -98,6 +114,9 @@ def _evaluate_rule(rule: Rule, metrics: Mapping[str, float], checks: Mapping[str
         base = metrics.get(rule.threshold_metric)
         if base is None:
             other = ".".join(rule.threshold_metric.split(".")[:2])
+            if _not_run_by_fail_fast(other, checks):
+                return result(False, float(value), None, f"not judged: check {other} was not run (--fail-fast)",
+                              False)
             reason = _missing_reason(rule.threshold_metric, other, checks)[0]
             return result(False, float(value), None, f"threshold {reason}")
         threshold = float(base) + rule.margin

@@ -15,7 +15,7 @@ __all__ = ["FAMILY_ORDER", "check_of", "checks_by_family", "format_value", "plur
            "rules_in_order", "threshold_text", "verdict_label"]
 
 FAMILY_ORDER = ("integrity", "privacy", "fidelity", "utility")
-_OUTCOME_RANK = {"failed": 0, "warned": 1, "passed": 2}
+_OUTCOME_RANK = {"failed": 0, "warned": 1, "passed": 2, "not_judged": 3}
 
 
 def verdict_label(report: Mapping[str, Any]) -> str:
@@ -47,17 +47,20 @@ def plural(n: int, word: str) -> str:
 
 
 def rule_outcome(rule: Mapping[str, Any]) -> str:
-    """``passed``, ``failed`` (a failed fail-rule: blocks the release) or ``warned`` (a failed warn-rule).
+    """``passed``, ``failed`` (a failed fail-rule: blocks the release), ``warned`` (a failed warn-rule) or
+    ``not_judged`` (its check was not run by ``--fail-fast``: the verdict was already fail).
 
     A rule without a severity counts as ``fail``: the gate's default, and the safe reading of an odd report.
     """
     if rule.get("passed") is True:
         return "passed"
+    if rule.get("judged") is False:
+        return "not_judged"
     return "warned" if rule.get("severity") == "warn" else "failed"
 
 
 def rules_in_order(report: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Failed fail-rules first, then warnings, then passes; policy order within each group (sort is stable)."""
+    """Failed fail-rules first, then warnings, passes and rules not judged; policy order within each group."""
     rules = [dict(r) for r in report.get("rules") or []]
     return sorted(rules, key=lambda r: _OUTCOME_RANK[rule_outcome(r)])
 

@@ -69,7 +69,9 @@ def _counts(report: Mapping[str, Any]) -> str:
     parts = []
     if outcomes:
         parts.append(f"{plural(len(outcomes), 'rule')}: {outcomes.count('failed')} failed, "
-                     f"{plural(outcomes.count('warned'), 'warning')}, {outcomes.count('passed')} passed")
+                     f"{plural(outcomes.count('warned'), 'warning')}, {outcomes.count('passed')} passed"
+                     + (f", {outcomes.count('not_judged')} not judged (--fail-fast)"
+                        if "not_judged" in outcomes else ""))
     else:
         parts.append("no policy rules were evaluated")
     per_status = ", ".join(f"{statuses.count(s)} {s}" for s in ("ok", "skipped", "error"))
@@ -130,7 +132,7 @@ def _rules(report: Mapping[str, Any]) -> str:
         metric = str(r.get("metric", ""))
         check = check_of(metric, checks)
         cell = f'<a href="#{_anchor(check)}">{_esc(metric)}</a>' if check in checks else _esc(metric)
-        result = {"failed": "FAILED", "warned": "WARNING", "passed": "passed"}[outcome]
+        result = {"failed": "FAILED", "warned": "WARNING", "passed": "passed", "not_judged": "not judged"}[outcome]
         # a rule passed without a value: its check reported the risk absent (policy said not_applicable = "pass")
         value = "n/a" if r.get("value") is None and outcome == "passed" else format_value(r.get("value"))
         rows.append(f'<tr class="{outcome}"><td class="result">{result}</td><td>{_esc(r.get("severity", "fail"))}'

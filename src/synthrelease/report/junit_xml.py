@@ -47,6 +47,9 @@ def _rule_cases(suite: ET.Element, report: Mapping[str, Any]) -> None:
             ET.SubElement(case, "failure", message=_explain(rule), type="gate").text = _explain(rule)
         elif outcome == "warned":
             ET.SubElement(case, "skipped", message=f"warning: {_explain(rule)}").text = f"warning: {_explain(rule)}"
+        elif outcome == "not_judged":
+            ET.SubElement(case, "skipped", message=f"not judged: {_explain(rule)}").text = \
+                f"not judged: {_explain(rule)}"
 
 
 def _check_cases(suite: ET.Element, report: Mapping[str, Any]) -> None:

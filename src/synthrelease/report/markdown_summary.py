@@ -79,7 +79,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     rules = rules_in_order(report)
     failed = [r for r in rules if rule_outcome(r) == "failed"]
     warned = [r for r in rules if rule_outcome(r) == "warned"]
-    n_passed = len(rules) - len(failed) - len(warned)
+    not_judged = [r for r in rules if rule_outcome(r) == "not_judged"]
+    n_passed = len(rules) - len(failed) - len(warned) - len(not_judged)
     policy, synthetic = report.get("policy") or {}, report.get("synthetic_set") or {}
     label = verdict_label(report)
     marker = f"**{label}**" if label in ("PASS", "FAIL") else "**NO VERDICT** (no policy applied)"
@@ -92,10 +93,16 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                  + (", **negative control**" if synthetic.get("negative_control") else "") + ")")
     if rules:
         lines.append(f"- Rules: {len(failed)} failed, {plural(len(warned), 'warning')}, "
-                     f"{n_passed} of {len(rules)} passed")
+                     f"{n_passed} of {len(rules)} passed"
+                     + (f", {len(not_judged)} not judged (their checks were not run: --fail-fast)"
+                        if not_judged else ""))
     for title, group in (("Failed rules", failed), ("Warnings", warned)):
         if group:
             lines += ["", f"### {title}", "", *_rule_table(group)]
+    if not_judged:
+        listed = ", ".join(_code(r.get("metric", "")) for r in not_judged)
+        lines += ["", "### Rules not judged", "",
+                  f"Their checks were not run once the verdict was fail (`--fail-fast`): {listed}."]
     if rules:
         lines += ["", f"{plural(n_passed, 'rule')} passed."]
     flat = report.get("metrics") or {}
