@@ -124,6 +124,9 @@ def audit(out_: Output, workspace: Path | None, synthetic: str, train_dir: Path 
     from synthrelease.policy import load_policy
 
     policy = None if policy_name.lower() == "none" else load_policy(policy_name)  # a bad policy too
+    if fail_fast and policy is None:
+        raise InputError("--fail-fast stops once the policy's verdict is fail, and --policy none gives no verdict",
+                         fix="name a policy, or drop --fail-fast")
     extra: list[str] = []
     if identifiers_file is not None:
         try:

@@ -142,6 +142,10 @@ def test_policies_lists_and_shows_and_rejects(tmp_path: Path) -> None:
 def test_audit_fail_fast_stops_after_privacy_on_copies(ws: Path, tmp_path: Path) -> None:
     res = run("audit", ws, "--synthetic", "copies", "--embedding-steps", 5, "--fail-fast", "--out", tmp_path / "a")
     assert res.exit_code == 2  # --out is for the workspace-free form only: bad input, not a verdict
+    before = sorted((p.parent.name, p.stat().st_mtime_ns) for p in (ws / "audits").glob("*/report.json"))
+    res = run("audit", ws, "--synthetic", "copies", "--fail-fast", "--policy", "none")
+    assert res.exit_code == 2 and "--policy none gives no verdict" in " ".join(res.output.split())  # bad usage
+    assert sorted((p.parent.name, p.stat().st_mtime_ns) for p in (ws / "audits").glob("*/report.json")) == before
     res = run("audit", ws, "--synthetic", "copies", "--embedding-steps", 5, "--fail-fast")
     assert res.exit_code == 1, res.output  # the same verdict as the full audit: fail
     report = json.loads((ws / "audits" / "copies" / "report.json").read_text())
