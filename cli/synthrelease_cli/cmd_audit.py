@@ -50,10 +50,10 @@ def _render_gate(out_: Output, report: dict[str, Any]) -> None:
                           escape(r["reason"] or r["why"]))
         out_.console.print(table)
     gate = report["gate"]
-    skipped = int(gate.get("n_not_judged", 0))
+    skipped = gate["n_not_judged"]
     colour = "green" if report["verdict"] == "pass" else "red"
     out_.info(f"[bold {colour}]verdict: {report['verdict'].upper()}[/bold {colour}] under policy "
-              f"{report['policy']['name']}: {gate['n_rules'] - gate['n_failed'] - gate['n_warned'] - skipped} of "
+              f"{report['policy']['name']}: {gate['n_passed']} of "
               f"{gate['n_rules']} rules met, {gate['n_failed']} failed, {gate['n_warned']} warnings"
               + (f", {skipped} not judged (their checks were not run: --fail-fast)" if skipped else ""))
 

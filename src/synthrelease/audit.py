@@ -76,7 +76,7 @@ def run_checks(ctx: AuditContext, checks: Sequence[Check], progress: Progress | 
             why = stop(results)
         if why is not None:
             results.append(CheckResult(check.name, Status.SKIPPED, reason=f"not run (--fail-fast): {why}",
-                                       evidence={"fail_fast": True}))
+                                       not_run=True))
             continue
         if progress:
             progress(f"check {check.name}", i, len(checks))
@@ -86,10 +86,13 @@ def run_checks(ctx: AuditContext, checks: Sequence[Check], progress: Progress | 
     return results
 
 
+def _results_part(results: Sequence[CheckResult]) -> dict[str, Any]:
+    """What the gate reads of a report: flat metrics and each check's result."""
+    metrics = {k: v for r in results for k, v in r.flat_metrics().items()}
+    return {"metrics": dict(sorted(metrics.items())), "checks": {r.name: r.to_dict() for r in results}}
+
+
 def build_report(ctx: AuditContext, results: Sequence[CheckResult], set_name: str, set_hash: str) -> dict[str, Any]:
-    metrics: dict[str, float] = {}
-    for r in results:
-        metrics.update(r.flat_metrics())
     prov = ctx.provenance
     case = ctx.train[0]
     return {
@@ -102,8 +105,7 @@ def build_report(ctx: AuditContext, results: Sequence[CheckResult], set_name: st
                  "labels": ctx.train.schema.labels_json(), "grid_zyx": list(case.shape),
                  "n_train": len(ctx.train), "n_holdout": len(ctx.holdout)},
         "seed": ctx.seed,
-        "metrics": dict(sorted(metrics.items())),
-        "checks": {r.name: r.to_dict() for r in results},
+        **_results_part(results),
         "summary": {s.value: [r.name for r in results if r.status is s] for s in Status},
     }
 
@@ -118,11 +120,9 @@ def decided_fail(rules: Policy, results: Sequence[CheckResult]) -> str | None:
     """The first ``fail`` rule that the results so far already fail (None if none does). Only rules whose metric
     (and threshold metric) come from checks that have run are judged: a check still to run is not a missing one."""
     ran = {r.name for r in results}
-    report = {"metrics": {k: v for r in results for k, v in r.flat_metrics().items()},
-              "checks": {r.name: r.to_dict() for r in results}}
-    for rule, outcome in zip(rules.rules, evaluate(rules, report).rules, strict=True):
-        other = ".".join(rule.threshold_metric.split(".")[:2]) if rule.threshold_metric else rule.check
-        if rule.severity == "fail" and rule.check in ran and other in ran and not outcome.passed:
+    for rule, outcome in zip(rules.rules, evaluate(rules, _results_part(results)).rules, strict=True):
+        if rule.severity == "fail" and rule.check in ran and (rule.threshold_check or rule.check) in ran \
+                and not outcome.passed:
             return f"the verdict is already fail ({rule.describe()}: {outcome.reason})"
     return None
 

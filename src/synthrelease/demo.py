@@ -57,7 +57,7 @@ def _audit_summary(ws: Workspace, name: str, seed: int, progress: Progress | Non
     outcome = audit_workspace(ws, name, seed=seed, policy="default", progress=progress, settings=settings,
                               fail_fast=fail_fast)
     report = outcome.report
-    not_run = sorted(n for n, c in report["checks"].items() if (c.get("evidence") or {}).get("fail_fast"))
+    not_run = sorted(n for n, c in report["checks"].items() if c.get("not_run"))
     judged = [r for r in report["rules"] if not r["passed"] and r.get("judged", True)]
     return {"verdict": report["verdict"], "report_html": str(outcome.path / "report.html"),
             "failed_rules": [{"metric": r["metric"], "value": r["value"], "reason": r["reason"]}

@@ -146,7 +146,7 @@ def test_not_applicable_passes_only_where_the_rule_allows() -> None:
 
 def test_rules_on_checks_not_run_by_fail_fast_are_not_judged_and_never_pass() -> None:
     left_out = {"status": "skipped", "reason": "not run (--fail-fast): the verdict is already fail (...)",
-                "evidence": {"fail_fast": True}}
+                "not_run": True}
     checks = {"privacy.reidentification": left_out, "fidelity.labels": left_out}
     gate = evaluate(POLICY, _report({"privacy.mia.auc_ci_high": 0.9}, checks))
     mia, reid, labels = gate.rules

@@ -86,13 +86,15 @@ class CheckResult:
     # skipped because the risk or property it measures is absent from these data (e.g. no face in view), not because
     # it could not run: a policy rule may let such a skip pass (``not_applicable = "pass"``); nothing else passes
     not_applicable: bool = False
+    # skipped because ``--fail-fast`` had already decided the verdict (fail): its rules are not judged
+    not_run: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "status", Status(self.status))
         if self.status is Status.OK and self.reason:
             raise ValueError("an ok result carries no reason")
-        if self.not_applicable and self.status is not Status.SKIPPED:
-            raise ValueError("only a skipped result can be not applicable")
+        if (self.not_applicable or self.not_run) and self.status is not Status.SKIPPED:
+            raise ValueError("only a skipped result can be not applicable or not run")
         if self.status is not Status.OK and (self.metrics or not self.reason):
             raise ValueError(f"a {self.status.value} result needs a reason and carries no metrics")
 
@@ -117,13 +119,15 @@ class CheckResult:
             d["reason"] = self.reason
         if self.not_applicable:
             d["not_applicable"] = True
+        if self.not_run:
+            d["not_run"] = True
         return d
 
     @classmethod
     def from_dict(cls, name: str, d: dict[str, Any]) -> CheckResult:
         return cls(name, Status(d["status"]), {k: Metric.from_dict(v) for k, v in d.get("metrics", {}).items()},
                    dict(d.get("evidence", {})), d.get("reason"), float(d.get("seconds", 0.0)),
-                   bool(d.get("not_applicable", False)))
+                   bool(d.get("not_applicable", False)), bool(d.get("not_run", False)))
 
 
 class Skip(Exception):

@@ -70,14 +70,16 @@ class GateResult:
         return [r for r in self.rules if not r.judged]
 
     def summary(self) -> dict[str, Any]:
-        return {"n_rules": len(self.rules), "n_failed": len(self.failed), "n_warned": len(self.warned),
-                "n_not_judged": len(self.not_judged), "failed": [r.metric for r in self.failed],
-                "warned": [r.metric for r in self.warned], "not_judged": [r.metric for r in self.not_judged]}
+        return {"n_rules": len(self.rules), "n_passed": sum(r.passed for r in self.rules),
+                "n_failed": len(self.failed), "n_warned": len(self.warned), "n_not_judged": len(self.not_judged),
+                "failed": [r.metric for r in self.failed], "warned": [r.metric for r in self.warned],
+                "not_judged": [r.metric for r in self.not_judged]}
 
 
-def _not_run_by_fail_fast(check: str, checks: Mapping[str, Any]) -> bool:
+def _not_run(check: str, checks: Mapping[str, Any]) -> bool:
+    """The check was left out by ``--fail-fast`` (a skipped result marked ``not_run``)."""
     result = checks.get(check) or {}
-    return result.get("status") == "skipped" and bool((result.get("evidence") or {}).get("fail_fast"))
+    return result.get("status") == "skipped" and bool(result.get("not_run"))
 
 
 def _missing_reason(metric: str, check: str, checks: Mapping[str, Any]) -> tuple[str, bool]:
@@ -105,7 +107,7 @@ def _evaluate_rule(rule: Rule, metrics: Mapping[str, float], checks: Mapping[str
         reason, not_applicable = _missing_reason(rule.metric, rule.check, checks)
         if not_applicable and rule.not_applicable == "pass":
             return result(True, None, None, f"not applicable: {reason.split(': ', 1)[1]}")
-        if _not_run_by_fail_fast(rule.check, checks):
+        if _not_run(rule.check, checks):
             return result(False, None, None, f"not judged: check {rule.check} was not run (--fail-fast)", False)
         return result(False, None, None, reason)
     if rule.threshold_metric is None:
@@ -113,8 +115,8 @@ def _evaluate_rule(rule: Rule, metrics: Mapping[str, float], checks: Mapping[str
     else:
         base = metrics.get(rule.threshold_metric)
         if base is None:
-            other = ".".join(rule.threshold_metric.split(".")[:2])
-            if _not_run_by_fail_fast(other, checks):
+            other = str(rule.threshold_check)
+            if _not_run(other, checks):
                 return result(False, float(value), None, f"not judged: check {other} was not run (--fail-fast)",
                               False)
             reason = _missing_reason(rule.threshold_metric, other, checks)[0]

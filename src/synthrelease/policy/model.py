@@ -60,6 +60,11 @@ class Rule:
         """The ``family.check`` whose result holds the metric."""
         return ".".join(self.metric.split(".")[:2])
 
+    @property
+    def threshold_check(self) -> str | None:
+        """The ``family.check`` whose result holds the threshold metric (None for a fixed threshold)."""
+        return ".".join(self.threshold_metric.split(".")[:2]) if self.threshold_metric else None
+
     def describe(self) -> str:
         if self.threshold_metric is None:
             return f"{self.metric} {self.op} {self.threshold:g}"
