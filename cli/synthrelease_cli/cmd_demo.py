@@ -19,14 +19,16 @@ from synthrelease_cli.output import Output
               help="Synthetic cases to sample and audit.")
 @click.option("--shape", type=click.IntRange(min=16, max=256), default=32, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--train-steps", type=click.IntRange(min=0), default=600, show_default=True,
-              help="Latent diffusion training steps (0 skips training and sampling).")
+@click.option("--generator", type=click.Choice(["ldm", "wgan"]), default="ldm", show_default=True,
+              help="ldm: latent diffusion; wgan: a conditional WGAN-GP on label maps from a statistical shape model.")
+@click.option("--train-steps", type=click.IntRange(min=0), default=None,
+              help="Generator training steps (default: 600 for ldm, 300 for wgan; 0 skips training and sampling).")
 @click.option("--utility-steps", type=click.IntRange(min=1), default=None,
               help="Training steps per arm of the audit's segmentation utility check (default: the check's, 500).")
 @click.option("--json", "as_json", is_flag=True, help="Print the demo summary as JSON on stdout.")
 @click.pass_obj
 def demo(out_: Output, modality: str, out: Path, n_cases: int, n_samples: int, shape: int, seed: int,
-         train_steps: int, utility_steps: int | None, as_json: bool) -> None:
+         generator: str, train_steps: int | None, utility_steps: int | None, as_json: bool) -> None:
     """Run the built-in demo: phantom patients with fake PHI -> ingest -> PHI search -> train -> sample -> audit
     under the default policy -> export + verify when the gate passes -> the same audit of a copycat control.
 
@@ -37,8 +39,9 @@ def demo(out_: Output, modality: str, out: Path, n_cases: int, n_samples: int, s
     from synthrelease_cli.cmd_data import render_summary
 
     with out_.progress() as progress:
-        summary = run_demo(out, modality=modality, cases=n_cases, shape=shape, seed=seed, train_steps=train_steps,
-                           n_samples=n_samples, utility_steps=utility_steps, info=out_.info, progress=progress)
+        summary = run_demo(out, modality=modality, cases=n_cases, shape=shape, seed=seed, generator=generator,
+                           train_steps=train_steps, n_samples=n_samples, utility_steps=utility_steps,
+                           info=out_.info, progress=progress)
     leaks = summary["deidentification"]["found_in_workspace"]
     if as_json:
         out_.result_json(summary)
@@ -50,7 +53,8 @@ def demo(out_: Output, modality: str, out: Path, n_cases: int, n_samples: int, s
         if "synthetic" in summary:
             syn = summary["synthetic"]
             present = ", ".join(f"{k} in {v}/{syn['n_cases']}" for k, v in syn["cases_with_label"].items())
-            click.echo(f"trained ldm for {summary['training']['steps']} steps in {summary['training']['seconds']} s; "
+            train = summary["training"]
+            click.echo(f"trained {train['generator']} for {train['steps']} steps in {train['seconds']} s; "
                        f"sampled {syn['n_cases']} synthetic cases into {syn['path']} ({present})")
         for set_name, audit in summary.get("audit", {}).items():
             failed = "; ".join(f"{r['metric']} ({r['reason']})" for r in audit["failed_rules"])

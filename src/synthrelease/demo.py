@@ -1,7 +1,8 @@
 """The built-in demo release on phantom data: every stage that exists, end to end, in one folder.
 
 phantoms (fake patients with planted PHI) -> ingest (de-identify, pseudonymize, preprocess, split) -> PHI search of
-the workspace -> train a latent diffusion model -> sample a synthetic cohort -> full audit under the default
+the workspace -> train a generator (by default a latent diffusion model; or a conditional WGAN-GP whose label maps
+come from a statistical shape model) -> sample a synthetic cohort -> full audit under the default
 policy -> (gate passed) signed package exported and verified -> the same audit of a copycat negative control
 (copies of training patients), on which the gate must close -> summary.
 """
@@ -93,18 +94,42 @@ def _copycat_control(ws: Workspace, n: int, seed: int, progress: Progress | None
     return _audit_summary(ws, "copycat-control", seed, progress, settings, fail_fast=True)
 
 
+# ldm: joint images and masks, private by the audit but of little use yet (dice_ratio 0.27); wgan on shape-model
+# masks: useful (dice_ratio 0.61-0.68) but its masks give membership away (privacy.mia); benchmarks/RESULTS.md
+DEMO_GENERATORS = {
+    "ldm": "latent diffusion (ldm)",
+    "wgan": "a conditional WGAN-GP (wgan) on label maps from a statistical shape model (shape)",
+}
+DEMO_STEPS = {"ldm": 600, "wgan": 300}
+
+
+def demo_config(generator: str, steps: int, seed: int) -> str:
+    """The demo's training config (TOML). ``ldm``: a quarter of the steps for the autoencoder; ``wgan``: the 32^3
+    CPU model of ``examples/configs/wgan-ct-cpu32.toml`` with the ``shape`` mask source (fitted in about a second)."""
+    if generator == "ldm":
+        return f'generator = "ldm"\nsteps = {steps}\nae_steps = {max(1, steps // 4)}\nseed = {seed}\n'
+    return (f'generator = "wgan"\nsteps = {steps}\nseed = {seed}\nbatch_size = 2\nchannels = [16, 32, 64]\n'
+            'mask_source = "generated"\nmask_generator = "shape"\n\n[mask]\nmodes = 10\n')
+
+
 MIN_HOLDOUT = 20  # the default policy's evidence rule: fewer unseen patients prove too little
 
 
 def run_demo(out: Path, *, modality: str = "ct", cases: int = 60, shape: int = 32, seed: int = 0,
-             train_steps: int = 600, n_samples: int = 40, utility_steps: int | None = None,
-             info: Info | None = None, progress: Progress | None = None) -> dict[str, Any]:
+             generator: str = "ldm", train_steps: int | None = None, n_samples: int = 40,
+             utility_steps: int | None = None, info: Info | None = None,
+             progress: Progress | None = None) -> dict[str, Any]:
     """Run the demo into ``out`` (replacing a previous demo folder there); return its summary.
 
-    ``train_steps = 0`` skips training, sampling, audits and export. The holdout keeps ``MIN_HOLDOUT`` patients when
+    ``generator`` is ``ldm`` (default: latent diffusion) or ``wgan`` (a conditional WGAN-GP on label maps from a
+    statistical shape model); ``train_steps`` defaults to ``DEMO_STEPS[generator]``. ``train_steps = 0`` skips
+    training, sampling, audits and export. The holdout keeps ``MIN_HOLDOUT`` patients when
     the cohort allows (the default policy fails an audit on fewer: a smaller demo shows the gate refusing thin
     evidence).
     """
+    if generator not in DEMO_GENERATORS:
+        raise InputError(f"demo generator {generator!r} is unknown", fix=f"use one of {sorted(DEMO_GENERATORS)}")
+    train_steps = DEMO_STEPS[generator] if train_steps is None else train_steps
     say = info or (lambda message: None)
     settings = AuditSettings() if utility_steps is None else AuditSettings(utility_steps=utility_steps)
     out = Path(out).resolve()
@@ -131,20 +156,20 @@ def run_demo(out: Path, *, modality: str = "ct", cases: int = 60, shape: int = 3
             from synthrelease.generators.runs import train_run
             from synthrelease.generators.sampling import sample_set
 
-            say(f"4/{n_stages} training latent diffusion (ldm) for {train_steps} steps on the training split")
-            ae_steps = max(1, train_steps // 4)
+            say(f"4/{n_stages} training {DEMO_GENERATORS[generator]} for {train_steps} steps on the training split")
 
             def report(done: int, total: int, losses: dict[str, float]) -> None:
                 if progress:
-                    progress("train ldm", done, total)
+                    progress(f"train {generator}", done, total)
 
-            config = tmp / "ldm-demo.toml"
-            config.write_text(f'generator = "ldm"\nsteps = {train_steps}\nae_steps = {ae_steps}\nseed = {seed}\n')
-            run = train_run(ws, "ldm", name="ldm-demo", config_file=config, progress=report)
-            say(f"5/{n_stages} sampling {n_samples} synthetic cases (DDIM, 50 steps)")
-            path = sample_set(ws, "ldm-demo", n=n_samples, seed=seed + 1, name="demo", sampler="ddim", steps=50,
-                              progress=progress)
-            summary["training"] = {"generator": "ldm", "steps": run.steps, "seconds": round(run.seconds, 1),
+            config = tmp / f"{generator}-demo.toml"
+            config.write_text(demo_config(generator, train_steps, seed))
+            run = train_run(ws, generator, name=f"{generator}-demo", config_file=config, progress=report)
+            ddim = generator == "ldm"
+            say(f"5/{n_stages} sampling {n_samples} synthetic cases" + (" (DDIM, 50 steps)" if ddim else ""))
+            path = sample_set(ws, f"{generator}-demo", n=n_samples, seed=seed + 1, name="demo", progress=progress,
+                              sampler="ddim" if ddim else None, steps=50 if ddim else None)
+            summary["training"] = {"generator": generator, "steps": run.steps, "seconds": round(run.seconds, 1),
                                    "final_losses": run.final_losses}
             summary["synthetic"] = _synthetic_summary(path)
             say(f"6/{n_stages} auditing the set (integrity, privacy, fidelity, utility) under the default policy")

@@ -54,3 +54,14 @@ def test_demo_runs(tmp_path):
     res = synthrelease("--quiet", "demo", "--out", "D", "--cases", 6, "--shape", 16, "--train-steps", 0,
                        cwd=tmp_path)
     assert res.returncode == 0, res.stderr  # a previous demo folder is replaced
+
+
+def test_demo_with_the_wgan_on_shape_model_masks(tmp_path):
+    res = synthrelease("--quiet", "demo", "--generator", "wgan", "--out", "D", "--cases", 8, "--samples", 4,
+                       "--shape", 16, "--train-steps", 2, "--utility-steps", 2, "--json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["training"]["generator"] == "wgan" and summary["training"]["steps"] == 2
+    provenance = summary["synthetic"]["provenance"]
+    assert provenance["generator"] == "wgan" and "shape" in json.dumps(provenance)
+    assert summary["audit"]["copycat-control"]["verdict"] == "fail"

@@ -24,6 +24,7 @@ TINY: dict[str, dict[str, Any]] = {
             "unet_attention": [False, True], "head_channels": 16},
     "ddpm": _DIFFUSION,
     "mask": _DIFFUSION,
+    "shape": {"modes": 2},
     "wgan": {"channels": [4, 8], "z_dim": 8, "w_dim": 8, "mapping_layers": 2, "mask_source": "train"},
 }
 

@@ -329,7 +329,9 @@ class AuditContext:
         return self.memo("template/fine", lambda: self.scoring_volumes("train").mean(dim=0))
 
     def label_maps(self, which: str) -> torch.Tensor:
-        """Soft one-hot foreground label maps ``(N, L, z, y, x)``."""
+        """Soft one-hot foreground label maps ``(N, L, z, y, x)`` (``real`` = train then holdout)."""
+        if which == "real":
+            return self.memo("lab/real", lambda: torch.cat([self.label_maps("train"), self.label_maps("holdout")]))
         return self._features(which)["lab"]
 
     def fingerprints(self, which: str) -> list[str]:

@@ -17,20 +17,9 @@ from torch import nn
 from synthrelease.errors import InputError
 from synthrelease.generators.base import Generator, StepLosses
 from synthrelease.generators.config import GeneratorConfig
-from synthrelease.generators.data import DataSpec, TrainingData
+from synthrelease.generators.data import DataSpec, TrainingData, shift_volume
 
 __all__ = ["CopycatConfig", "CopycatGenerator"]
-
-
-def _shift(x: torch.Tensor, shifts: list[int], fill: float) -> torch.Tensor:
-    """``(C, Z, Y, X)`` moved by whole voxels; what enters the view is ``fill`` (air, background), nothing wraps."""
-    out = torch.full_like(x, fill)
-    src, dst = [slice(None)], [slice(None)]
-    for s, n in zip(shifts, x.shape[1:], strict=True):
-        src.append(slice(max(0, -s), n - max(0, s)))
-        dst.append(slice(max(0, s), n - max(0, -s)))
-    out[tuple(dst)] = x[tuple(src)]
-    return out
 
 
 @dataclass(frozen=True)
@@ -89,7 +78,7 @@ class CopycatGenerator(Generator):
                 img, lab = img.flip(-1), lab.flip(-1)
             if cfg.max_shift:
                 shifts = [int(s) for s in torch.randint(-cfg.max_shift, cfg.max_shift + 1, (3,), generator=generator)]
-                img, lab = _shift(img, shifts, -1.0), _shift(lab[None], shifts, 0)[0]
+                img, lab = shift_volume(img, shifts, -1.0), shift_volume(lab[None], shifts, 0)[0]
             scale = 1 + (torch.rand(1, generator=generator).item() * 2 - 1) * cfg.intensity_jitter
             img = (img + 1) * scale - 1 + torch.randn(img.shape, generator=generator) * cfg.noise_std
             images.append(img.clamp(-1, 1))

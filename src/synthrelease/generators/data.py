@@ -18,7 +18,7 @@ from synthrelease.data.cohort import Cohort
 from synthrelease.data.schema import LabelSchema, Modality
 from synthrelease.errors import DataError
 
-__all__ = ["DataSpec", "TrainingData", "labels_to_onehot", "onehot_to_labels"]
+__all__ = ["DataSpec", "TrainingData", "labels_to_onehot", "onehot_to_labels", "shift_volume"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,17 @@ class DataSpec:
         return Case(case_id=case_id, image=image.astype(np.float32), labels=values[classes],
                     geometry=Geometry(spacing=self.spacing), modality=Modality.parse(self.modality),
                     channel_names=self.channel_names, schema=self.schema)
+
+
+def shift_volume(x: torch.Tensor, shifts: list[int], fill: float) -> torch.Tensor:
+    """``(C, Z, Y, X)`` moved by whole voxels; what enters the view is ``fill`` (air, background), nothing wraps."""
+    out = torch.full_like(x, fill)
+    src, dst = [slice(None)], [slice(None)]
+    for s, n in zip(shifts, x.shape[1:], strict=True):
+        src.append(slice(max(0, -s), n - max(0, s)))
+        dst.append(slice(max(0, s), n - max(0, -s)))
+    out[tuple(dst)] = x[tuple(src)]
+    return out
 
 
 def labels_to_onehot(classes: torch.Tensor, n_labels: int) -> torch.Tensor:

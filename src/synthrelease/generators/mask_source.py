@@ -1,7 +1,8 @@
 """Where conditioned generators get their label maps at sampling time.
 
-- ``generated`` (default): a stand-alone mask generator (registered name, default ``mask``) trained on the
-  training label maps; samples are new label maps, so no real tumour shape or position is shipped.
+- ``generated`` (default): a stand-alone mask generator (registered name, default ``mask``; ``shape`` and ``ldm``
+  too) trained on the training label maps; samples are new label maps, so no real tumour shape or position is
+  shipped (whether they still sit nearer the training patients than unseen ones is the audit's to say).
 - ``train`` (the study's way): sample ``i`` is conditioned on training label map ``i mod N``. Supported so that the
   study can be reproduced, recorded in provenance, and failed by the default policy (it ships real masks).
 """

@@ -17,6 +17,7 @@ _REGISTRY: dict[str, str] = {
     "ldm": "synthrelease.generators.ldm:LatentDiffusionGenerator",
     "ddpm": "synthrelease.generators.ddpm:DDPMGenerator",
     "mask": "synthrelease.generators.mask:MaskDiffusionGenerator",
+    "shape": "synthrelease.generators.shape:ShapeModelGenerator",
     "wgan": "synthrelease.generators.wgan:WGANGenerator",
 }
 

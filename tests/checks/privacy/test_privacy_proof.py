@@ -69,6 +69,18 @@ def test_training_masks_are_flagged(train: Cohort, holdout: Cohort, train_masks:
     assert image.run(ctx).metrics["flagged_fraction"].value <= 0.05  # the images are new patients
 
 
+def test_membership_is_inferred_from_training_masks_under_new_images(
+        train: Cohort, holdout: Cohort, train_masks: Cohort, tmp_path: Path, cache_dir: Path,
+        make_context: Callable[..., AuditContext]) -> None:
+    """A set that ships the training patients' masks with new images: only the label-map attack sees the members."""
+    ctx = make_context(train, holdout, train_masks, tmp_path, cache_dir)
+    (mia,) = select_checks(["privacy.mia"])
+    result = mia.run(ctx)
+    assert result.evidence["strongest_attack"] == "gan_leaks_mask"
+    assert result.metrics["auc_gan_leaks_mask"].value > 0.9 and result.metrics["auc"].value > 0.9
+    assert result.metrics["auc_gan_leaks_pixel"].value < 0.8
+
+
 def test_same_seed_same_metrics(train: Cohort, holdout: Cohort, others: Cohort, tmp_path: Path,
                                 others_results: dict[str, CheckResult],
                                 make_context: Callable[..., AuditContext]) -> None:
