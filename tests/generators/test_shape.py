@@ -136,3 +136,16 @@ def test_align_models_position_apart_from_shape(cohort):
     assert float(centres.std(0).min()) > 0.3  # ... at drawn positions
     plain = create_generator("shape", {"modes": 3, "align": False}).fit(data)
     assert float(plain.sigma_.max()) > 1.0 and torch.equal(plain.position_, torch.zeros(2, 3))
+
+
+def test_brats_label_maps_keep_their_three_sub_regions():
+    from synthrelease.data.phantoms import make_mri_phantom
+    from synthrelease.data.preprocess import PreprocessConfig, preprocess_case
+
+    cfg = PreprocessConfig.for_modality("mri", spacing=(220 / 16,) * 3, shape=(16, 16, 16))
+    mri = Cohort.from_cases([preprocess_case(make_mri_phantom(i, shape=16, seed=0), cfg)[0] for i in range(6)])
+    gen = create_generator("shape", {"modes": 3, "largest_component": []}).fit(mri)
+    values = sorted(mri.schema.values)
+    for case in gen.sample(4, seed=0):
+        assert case.image.shape[0] == 4 and set(np.unique(case.labels)) <= set(values)
+        assert all(np.any(case.labels == v) for v in values if v)  # every training map holds all three

@@ -146,13 +146,13 @@ class ShapeModelGenerator(Generator):
         (N, L - 1, z, y, x)."""
         cfg, n_labels = self.config, self.spec_.n_labels
         out = []
-        for labels in classes.numpy():
-            maps = np.stack([signed_distance(labels == k, cfg.clip * cfg.factor) for k in range(1, n_labels)])
-            out.append(torch.from_numpy(maps))
-        feats = torch.stack(out)
-        if cfg.factor > 1:
-            feats = F.avg_pool3d(feats, cfg.factor) / cfg.factor  # distances in working-grid voxels
-        return feats
+        for labels in classes.numpy():  # one case at a time: only the pooled maps are kept
+            maps = torch.from_numpy(np.stack([signed_distance(labels == k, cfg.clip * cfg.factor)
+                                              for k in range(1, n_labels)]))
+            if cfg.factor > 1:
+                maps = F.avg_pool3d(maps[None], cfg.factor)[0] / cfg.factor  # distances in working-grid voxels
+            out.append(maps)
+        return torch.stack(out)
 
     def prepare(self, data: TrainingData) -> None:
         """The PCA of the training maps' distances and the per-class presence and volume statistics."""
