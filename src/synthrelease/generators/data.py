@@ -12,13 +12,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from synthrelease.data.case import Case, Geometry
 from synthrelease.data.cohort import Cohort
 from synthrelease.data.schema import LabelSchema, Modality
-from synthrelease.errors import DataError
+from synthrelease.errors import DataError, InputError
 
-__all__ = ["DataSpec", "TrainingData", "labels_to_onehot", "onehot_to_labels", "shift_volume"]
+__all__ = ["DataSpec", "TrainingData", "labels_to_onehot", "largest_component", "onehot_to_labels", "pooled_grid",
+           "shift_volume"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,24 @@ class DataSpec:
         return Case(case_id=case_id, image=image.astype(np.float32), labels=values[classes],
                     geometry=Geometry(spacing=self.spacing), modality=Modality.parse(self.modality),
                     channel_names=self.channel_names, schema=self.schema)
+
+
+def pooled_grid(spec: DataSpec, factor: int, who: str) -> tuple[int, int, int]:
+    """The working grid of a generator that pools ``spec``'s grid by ``factor`` (bad input if it does not divide)."""
+    if any(s % factor for s in spec.shape):
+        raise InputError(f"{who}: grid {spec.shape} is not divisible by factor {factor}", fix="choose another factor")
+    z, y, x = (s // factor for s in spec.shape)
+    return z, y, x
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 26-connected component of a boolean volume (the volume itself when it has one or none)."""
+    components, count = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+    if count < 2:
+        return mask
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    return np.asarray(components == int(sizes.argmax()))
 
 
 def shift_volume(x: torch.Tensor, shifts: list[int], fill: float) -> torch.Tensor:

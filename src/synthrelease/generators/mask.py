@@ -18,11 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 
 from synthrelease.errors import InputError
 from synthrelease.generators.base import StepLosses
-from synthrelease.generators.data import DataSpec, TrainingData, labels_to_onehot
+from synthrelease.generators.data import DataSpec, TrainingData, labels_to_onehot, largest_component, pooled_grid
 from synthrelease.generators.ddpm import DiffusionConfig, DiffusionGenerator
 
 __all__ = ["MaskConfig", "MaskDiffusionGenerator"]
@@ -63,11 +62,7 @@ class MaskDiffusionGenerator(DiffusionGenerator):
     config: MaskConfig
 
     def layout(self, spec: DataSpec) -> tuple[int, int, tuple[int, int, int]]:
-        f = self.config.factor
-        if any(s % f for s in spec.shape):
-            raise InputError(f"mask: grid {spec.shape} is not divisible by factor {f}", fix="choose another factor")
-        z, y, x = (s // f for s in spec.shape)
-        return spec.n_labels, spec.n_labels, (z, y, x)
+        return spec.n_labels, spec.n_labels, pooled_grid(spec, self.config.factor, "mask")
 
     def build(self, spec: DataSpec) -> None:
         super().build(spec)
@@ -136,12 +131,8 @@ class MaskDiffusionGenerator(DiffusionGenerator):
 def _keep_largest_component(classes: torch.Tensor, scores: torch.Tensor, k: int) -> None:
     """In place: voxels of class ``k`` outside its largest 26-connected component take their next best class."""
     for i in range(classes.shape[0]):
-        components, count = ndimage.label((classes[i] == k).numpy(), structure=np.ones((3, 3, 3)))
-        if count < 2:
-            continue
-        sizes = np.bincount(components.ravel())
-        sizes[0] = 0
-        drop = torch.from_numpy((components > 0) & (components != int(sizes.argmax())))
+        mask = (classes[i] == k).numpy()
+        drop = torch.from_numpy(mask & ~largest_component(mask))
         others = scores[i].clone()
         others[k] = -torch.inf
         classes[i][drop] = others.argmax(0)[drop]

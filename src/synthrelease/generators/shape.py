@@ -47,7 +47,7 @@ from torch import nn
 from synthrelease.errors import InputError
 from synthrelease.generators.base import Generator, StepLosses
 from synthrelease.generators.config import GeneratorConfig
-from synthrelease.generators.data import DataSpec, TrainingData, shift_volume
+from synthrelease.generators.data import DataSpec, TrainingData, largest_component, pooled_grid, shift_volume
 
 __all__ = ["ShapeConfig", "ShapeModelGenerator"]
 
@@ -96,13 +96,13 @@ def _whole(x: float) -> int:
     return math.floor(x + 0.5)
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    components, count = ndimage.label(mask, structure=np.ones((3, 3, 3)))
-    if count < 2:
-        return mask
-    sizes = np.bincount(components.ravel())
-    sizes[0] = 0
-    return np.asarray(components == int(sizes.argmax()))
+def centroid_offset(classes: torch.Tensor) -> torch.Tensor:
+    """The foreground centroid of one class map minus the grid centre, (z, y, x) voxels (0 when empty)."""
+    idx = torch.nonzero(classes > 0).double()
+    if idx.shape[0] == 0:
+        return torch.zeros(3, dtype=torch.float64)
+    centre = (torch.tensor(classes.shape, dtype=torch.float64) - 1) / 2
+    return idx.mean(0) - centre
 
 
 class ShapeModelGenerator(Generator):
@@ -113,11 +113,7 @@ class ShapeModelGenerator(Generator):
     config: ShapeConfig
 
     def grid(self, spec: DataSpec) -> tuple[int, int, int]:
-        f = self.config.factor
-        if any(s % f for s in spec.shape):
-            raise InputError(f"shape: grid {spec.shape} is not divisible by factor {f}", fix="choose another factor")
-        z, y, x = (s // f for s in spec.shape)
-        return z, y, x
+        return pooled_grid(spec, self.config.factor, "shape")
 
     def build(self, spec: DataSpec) -> None:
         z, y, x = self.grid(spec)
@@ -129,14 +125,6 @@ class ShapeModelGenerator(Generator):
         self.log_volume_ = torch.zeros(spec.n_labels, 2)  # mean and standard deviation of log(voxels)
         self.explained_ = 0.0
         self.position_ = torch.zeros(2, 3)  # mean and standard deviation of the foreground centroid's offset
-
-    def centroid_offset(self, classes: torch.Tensor) -> torch.Tensor:
-        """The foreground centroid of one class map minus the grid centre, (z, y, x) voxels (0 when empty)."""
-        idx = torch.nonzero(classes > 0).double()
-        if idx.shape[0] == 0:
-            return torch.zeros(3, dtype=torch.float64)
-        centre = (torch.tensor(classes.shape, dtype=torch.float64) - 1) / 2
-        return idx.mean(0) - centre
 
     def modules(self) -> dict[str, nn.Module]:
         return {}  # no network: the model is the mean, the modes and the volume statistics
@@ -159,7 +147,7 @@ class ShapeModelGenerator(Generator):
         cfg, n = self.config, len(data)
         classes = data.classes
         if cfg.align:
-            offsets = torch.stack([self.centroid_offset(c) for c in classes])  # (n, 3) voxels from the grid centre
+            offsets = torch.stack([centroid_offset(c) for c in classes])  # (n, 3) voxels from the grid centre
             self.position_ = torch.stack([offsets.mean(0), offsets.std(0) if n > 1 else torch.zeros(3)]).float()
             classes = torch.stack([shift_volume(c[None], [-_whole(float(o)) for o in off], 0)[0]
                                    for c, off in zip(classes, offsets, strict=True)])
@@ -230,7 +218,7 @@ class ShapeModelGenerator(Generator):
                 chosen = torch.zeros(numel, dtype=torch.bool)
                 chosen[torch.topk(maps[i, c - 1].flatten(), v, largest=False).indices] = True
                 if c in single:
-                    chosen = torch.from_numpy(_largest_component(chosen.view(self.spec_.shape).numpy())).view(-1)
+                    chosen = torch.from_numpy(largest_component(chosen.view(self.spec_.shape).numpy())).view(-1)
                 flat[chosen] = c
         if cfg.align:  # each map back to a position drawn from the training positions' normal fit
             offsets = self.position_[0].double() + torch.randn((n, 3), generator=generator, dtype=torch.float64) * \
