@@ -106,10 +106,12 @@ DEMO_STEPS = {"ldm": 600, "wgan": 300}
 def demo_config(generator: str, steps: int, seed: int) -> str:
     """The demo's training config (TOML). ``ldm``: a quarter of the steps for the autoencoder; ``wgan``: its default
     32^3 CPU model (batch 2, channels 16-32-64) with the ``shape`` mask source at its defaults (10 modes, fitted in
-    about a second)."""
+    about a second), sampled with its last weights (``ema_decay = 0``): after 300 steps the average of the weights
+    draws images more alike than real patients are (benchmarks/RESULTS.md, 2026-12-07)."""
     if generator == "ldm":
         return f'generator = "ldm"\nsteps = {steps}\nae_steps = {max(1, steps // 4)}\nseed = {seed}\n'
-    return f'generator = "wgan"\nsteps = {steps}\nseed = {seed}\nmask_generator = "shape"\n'  # defaults: 32^3 model
+    return (f'generator = "wgan"\nsteps = {steps}\nseed = {seed}\nmask_generator = "shape"\n'  # 32^3 defaults
+            'ema_decay = 0.0\n')
 
 
 MIN_HOLDOUT = 20  # the default policy's evidence rule: fewer unseen patients prove too little

@@ -57,7 +57,8 @@ def fitted(data: TrainingData) -> WGANGenerator:
 
 
 def _weights(gen: WGANGenerator) -> dict[str, torch.Tensor]:
-    return {f"{name}.{k}": v.clone() for name, m in gen.modules().items() for k, v in m.state_dict().items()}
+    nets = {**gen.modules(), "ema": gen._ema.module}
+    return {f"{name}.{k}": v.clone() for name, m in nets.items() for k, v in m.state_dict().items()}
 
 
 def test_registered() -> None:
@@ -144,6 +145,52 @@ def test_resume_equals_uninterrupted(data: TrainingData, tmp_path: Path) -> None
     assert all(torch.equal(want[k], got[k]) for k in want)
 
 
+def test_samples_come_from_an_ema_of_the_generator_weights(data: TrainingData) -> None:
+    history: list[dict[str, torch.Tensor]] = []
+    cfg = {**TINY, "steps": 5, "ema_decay": 0.6}
+    gen = WGANGenerator(cfg)
+    gen.fit(data, device="cpu", progress=lambda *_: history.append(
+        {k: v.clone() for k, v in gen._generator.state_dict().items()}))
+    assert len(history) == 5
+    expected = {k: v.clone() for k, v in history[0].items()}  # first update: decay min(0.6, 1/10)
+    for n, weights in enumerate(history[1:], start=1):
+        d = min(0.6, (1 + n) / (10 + n))
+        expected = {k: d * expected[k] + (1 - d) * weights[k] if v.is_floating_point() else weights[k]
+                    for k, v in weights.items()}
+    ema = gen._ema.module.state_dict()
+    last = gen._generator.state_dict()
+    assert all(torch.allclose(ema[k].float(), expected[k].float(), atol=1e-6) for k in expected)
+    assert any(not torch.allclose(ema[k], last[k]) for k in last if last[k].is_floating_point())
+    before = gen.sample(2, seed=4)
+    with torch.no_grad():  # the training weights are not what samples are drawn with
+        for p in gen._generator.parameters():
+            p.mul_(0.5)
+    assert all(np.array_equal(x.image, y.image) for x, y in zip(before, gen.sample(2, seed=4), strict=True))
+    with torch.no_grad():
+        for p in gen._ema.module.parameters():
+            p.mul_(0.5)
+    assert not np.array_equal(before[0].image, gen.sample(2, seed=4)[0].image)
+    # decay 0: the EMA is the last weights, so samples are those of the generator itself
+    plain = WGANGenerator({**TINY, "steps": 3, "ema_decay": 0.0}).fit(data, device="cpu")
+    g = torch.Generator().manual_seed(0)
+    cond = torch.nn.functional.one_hot(data.classes[:2], 3).permute(0, 4, 1, 2, 3).float()
+    z = torch.randn(2, TINY["z_dim"], generator=g)
+    with torch.no_grad():
+        direct = plain._generator(cond, z, torch.Generator().manual_seed(1)).clamp(-1, 1)
+        via_ema = plain._ema.module(cond, z, torch.Generator().manual_seed(1)).clamp(-1, 1)
+    assert torch.equal(direct, via_ema)
+
+
+def test_a_model_saved_without_ema_samples_its_last_weights(fitted: WGANGenerator, tmp_path: Path) -> None:
+    path = fitted.save(tmp_path / "wgan.pt")
+    state = torch.load(path, weights_only=True)
+    del state["extra"]["ema"]
+    torch.save(state, path)
+    loaded = WGANGenerator.load(path)
+    ema, last = loaded._ema.module.state_dict(), loaded._generator.state_dict()
+    assert all(torch.equal(ema[k], last[k]) for k in last)
+
+
 def test_provenance(fitted: WGANGenerator) -> None:
     assert fitted.provenance() == {"mode": "conditioned", "mask_source": "train"}
 
@@ -160,7 +207,8 @@ def test_sampling_options_rejected(fitted: WGANGenerator) -> None:
 @pytest.mark.parametrize("bad", [
     {"channels": []}, {"channels": [8, 0]}, {"critic_channels": [4, -1]}, {"z_dim": 0}, {"mapping_layers": 0},
     {"n_critic": 0}, {"critic_norm": "batch"}, {"lr": 0.0}, {"betas": [0.5]}, {"betas": [0.5, 1.0]},
-    {"gp_weight": -1.0}, {"l1_weight": -0.1}, {"mask_source": "real"}, {"tumour_classes": [0]},
+    {"gp_weight": -1.0}, {"l1_weight": -0.1}, {"ema_decay": 1.0}, {"ema_decay": -0.1}, {"mask_source": "real"},
+    {"tumour_classes": [0]},
     {"mask": "big"}, {"channels": "16"}, {"no_such_key": 1},
 ])
 def test_bad_config(bad: dict[str, Any]) -> None:

@@ -24,10 +24,10 @@ import torch
 from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from synthrelease.errors import InputError
-from synthrelease.generators.base import Generator, StepLosses
+from synthrelease.generators.base import Generator, StepLosses, ema_fn
 from synthrelease.generators.config import GeneratorConfig, config_from_dict
 from synthrelease.generators.data import DataSpec, TrainingData, labels_to_onehot, onehot_to_labels
 from synthrelease.generators.mask_source import MASK_SOURCES, MaskSource
@@ -91,18 +91,6 @@ class DiffusionConfig(GeneratorConfig):
             raise InputError(f"config sample_steps = {self.sample_steps} must be in [1, num_train_timesteps]")
 
 
-def _ema_fn(decay: float, warmup: bool) -> Any:
-    """EMA update (``get_ema_multi_avg_fn``), with the decay ramped up over the first updates if ``warmup``."""
-    if not warmup:
-        return get_ema_multi_avg_fn(decay)
-
-    def update(ema: Any, current: Any, n_averaged: torch.Tensor) -> None:
-        n = float(n_averaged)
-        get_ema_multi_avg_fn(min(decay, (1.0 + n) / (10.0 + n)))(ema, current, n_averaged)
-
-    return update
-
-
 def _device_generator(generator: torch.Generator, device: torch.device) -> torch.Generator:
     """``generator`` on CPU; elsewhere a device generator seeded from it (still deterministic per seed)."""
     if device.type == "cpu":
@@ -132,7 +120,7 @@ class DiffusionGenerator(Generator):
             attention_levels=cfg.attention_levels, num_res_blocks=cfg.num_res_blocks,
             norm_num_groups=cfg.norm_num_groups, num_head_channels=cfg.num_head_channels,
             use_flash_attention=cfg.flash_attention).to(self.device)
-        self.ema_ = AveragedModel(self.unet_, multi_avg_fn=_ema_fn(cfg.ema_decay, cfg.ema_warmup), use_buffers=True)
+        self.ema_ = AveragedModel(self.unet_, multi_avg_fn=ema_fn(cfg.ema_decay, cfg.ema_warmup), use_buffers=True)
         self.opt_ = torch.optim.AdamW(self.unet_.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler_ = self.make_scheduler("ddpm")
         self.spec_ = spec
