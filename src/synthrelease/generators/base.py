@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import torch
 from torch import nn
-from torch.optim.swa_utils import get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from synthrelease.data.case import Case
 from synthrelease.data.cohort import Cohort
@@ -34,7 +34,7 @@ from synthrelease.errors import InputError, SynthReleaseError
 from synthrelease.generators.config import GeneratorConfig, config_from_dict, config_to_dict
 from synthrelease.generators.data import DataSpec, TrainingData
 
-__all__ = ["Generator", "StepLosses", "derive_seed", "ema_fn"]
+__all__ = ["Generator", "StepLosses", "derive_seed", "ema_model"]
 
 StepLosses = dict[str, float]
 Progress = Callable[[int, int, StepLosses], None]  # (step done, total steps, latest losses)
@@ -47,18 +47,19 @@ def derive_seed(*parts: int) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-def ema_fn(decay: float, warmup: bool) -> Any:
-    """EMA update for ``AveragedModel`` (``get_ema_multi_avg_fn``), with the decay ramped up over the first updates
-    (``min(decay, (1 + n) / (10 + n))`` at the n-th) if ``warmup``: a short run then averages its last steps, not its
-    first weights."""
-    if not warmup:
-        return get_ema_multi_avg_fn(decay)
-
-    def update(ema: Any, current: Any, n_averaged: torch.Tensor) -> None:
+def ema_model(module: nn.Module, decay: float, *, warmup: bool) -> AveragedModel:
+    """An exponential moving average of ``module``'s weights and buffers (``AveragedModel`` with
+    ``get_ema_multi_avg_fn``), never trained itself. With ``warmup`` the decay is ramped up over the first updates
+    (``min(decay, (1 + n) / (10 + n))`` at the n-th), so a short run averages its last steps, not its first
+    weights."""
+    def ramped(ema: Any, current: Any, n_averaged: torch.Tensor) -> None:
         n = float(n_averaged)
         get_ema_multi_avg_fn(min(decay, (1.0 + n) / (10.0 + n)))(ema, current, n_averaged)
 
-    return update
+    update: Any = ramped if warmup else get_ema_multi_avg_fn(decay)
+    ema = AveragedModel(module, multi_avg_fn=update, use_buffers=True)
+    ema.requires_grad_(False)
+    return ema
 
 
 def _dist() -> tuple[int, int]:

@@ -24,10 +24,9 @@ import torch
 from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
 
 from synthrelease.errors import InputError
-from synthrelease.generators.base import Generator, StepLosses, ema_fn
+from synthrelease.generators.base import Generator, StepLosses, ema_model
 from synthrelease.generators.config import GeneratorConfig, config_from_dict
 from synthrelease.generators.data import DataSpec, TrainingData, labels_to_onehot, onehot_to_labels
 from synthrelease.generators.mask_source import MASK_SOURCES, MaskSource
@@ -120,7 +119,7 @@ class DiffusionGenerator(Generator):
             attention_levels=cfg.attention_levels, num_res_blocks=cfg.num_res_blocks,
             norm_num_groups=cfg.norm_num_groups, num_head_channels=cfg.num_head_channels,
             use_flash_attention=cfg.flash_attention).to(self.device)
-        self.ema_ = AveragedModel(self.unet_, multi_avg_fn=ema_fn(cfg.ema_decay, cfg.ema_warmup), use_buffers=True)
+        self.ema_ = ema_model(self.unet_, cfg.ema_decay, warmup=cfg.ema_warmup)
         self.opt_ = torch.optim.AdamW(self.unet_.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler_ = self.make_scheduler("ddpm")
         self.spec_ = spec

@@ -41,11 +41,10 @@ from monai.losses import DiceLoss, PatchAdversarialLoss
 from monai.networks.nets import AutoencoderKL, DiffusionModelUNet, PatchDiscriminator
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from synthrelease.data.cohort import Cohort
 from synthrelease.errors import InputError
-from synthrelease.generators.base import Generator, Progress, StepLosses
+from synthrelease.generators.base import Generator, Progress, StepLosses, ema_model
 from synthrelease.generators.config import GeneratorConfig
 from synthrelease.generators.data import DataSpec, TrainingData, labels_to_onehot
 
@@ -154,8 +153,7 @@ class LatentDiffusionGenerator(Generator):
             spatial_dims=3, in_channels=cfg.latent_channels, out_channels=cfg.latent_channels,
             channels=cfg.unet_channels, attention_levels=cfg.unet_attention, num_res_blocks=cfg.unet_res_blocks,
             norm_num_groups=cfg.norm_groups, num_head_channels=cfg.head_channels)
-        self._ema = AveragedModel(self._unet, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-        self._ema.requires_grad_(False)
+        self._ema = ema_model(self._unet, cfg.ema_decay, warmup=False)
         self._opts: dict[str, torch.optim.Optimizer] = {
             "ae": torch.optim.Adam(self._ae.parameters(), lr=cfg.lr_ae),
             "unet": torch.optim.AdamW(self._unet.parameters(), lr=cfg.lr_unet)}

@@ -36,10 +36,9 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel
 
 from synthrelease.errors import InputError
-from synthrelease.generators.base import Generator, StepLosses, ema_fn
+from synthrelease.generators.base import Generator, StepLosses, ema_model
 from synthrelease.generators.config import GeneratorConfig, config_from_dict
 from synthrelease.generators.data import DataSpec, TrainingData, labels_to_onehot
 from synthrelease.generators.mask_source import MASK_SOURCES, MaskSource
@@ -128,9 +127,7 @@ class WGANGenerator(Generator):
         self._tumour_idx = self._tumour_indices(spec)
         self._generator = StyleUNet(spec.n_labels, spec.n_channels, cfg.channels, z_dim=cfg.z_dim, w_dim=cfg.w_dim,
                                     mapping_layers=cfg.mapping_layers)
-        self._ema = AveragedModel(self._generator, multi_avg_fn=ema_fn(cfg.ema_decay, cfg.ema_warmup),
-                                  use_buffers=True)
-        self._ema.requires_grad_(False)
+        self._ema = ema_model(self._generator, cfg.ema_decay, warmup=cfg.ema_warmup)
         self._critic = Critic(spec.n_channels + spec.n_labels, cfg.critic_channels or cfg.channels, spec.shape,
                               cfg.critic_norm)
         betas = (float(cfg.betas[0]), float(cfg.betas[1]))
