@@ -72,7 +72,7 @@ BENCHMARKS = (
           what="batched MS-SSIM vs a per-pair MONAI loop"),
     Bench("radiomics", "bench_radiomics.py", ("--n", "40", "--shape", "64", "--workers", "1", "2"), ("--smoke",),
           what="radiomics extraction with 1 and 2 workers; second audit on the same cache"),
-    Bench("demo", "", ("--cases", "60", "--samples", "40", "--shape", "32"),
+    Bench("demo", "", ("--shape", "32"),  # its defaults: 140 patients (60 unseen), wgan, 120 samples
           ("--cases", "8", "--samples", "4", "--shape", "32", "--train-steps", "8"),
           what="synthrelease demo: phantoms -> ingest -> train -> sample -> audit -> export -> copycat control"),
     Bench("quality", "quality_phantoms.py", ("--generator", "wgan", "--config", BAR_CONFIG, "--samples", "60"),

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
 
 import pytest
 
-from synthrelease.demo import DEMO_GENERATORS, DEMO_STEPS, demo_config, run_demo
+from synthrelease.demo import DEMO_GENERATORS, DEMO_HOLDOUT, DEMO_STEPS, demo_config, demo_holdout, run_demo
 from synthrelease.errors import InputError
 from synthrelease.generators import create_generator
 
@@ -24,6 +25,8 @@ def test_the_wgan_demo_draws_its_masks_from_the_shape_model():
                                     if k != "generator"})
     assert gen.config.mask_source == "generated" and gen.config.mask_generator == "shape"
     assert gen.config.ema_decay == 0.0  # 300 steps: the last weights draw more varied images than their average
+    assert gen.config.mode_seeking_weight > 0  # or a 300-step run ignores z
+    assert gen.config.mask == {"modes": 10, "factor": 2}  # full-resolution shape modes lean towards the training patients
     ldm = tomllib.loads(demo_config("ldm", 600, 0))
     assert ldm["ae_steps"] == 150  # a quarter of the steps train the autoencoder
 
@@ -32,3 +35,27 @@ def test_an_unknown_demo_generator_is_bad_input(tmp_path):
     with pytest.raises(InputError, match="unknown"):
         run_demo(tmp_path / "D", generator="ddpm")
     assert not (tmp_path / "D").exists()
+
+
+def test_the_demo_holds_out_enough_patients_for_the_policy_to_pass_a_private_set():
+    assert demo_holdout(140) == DEMO_HOLDOUT == 60  # the default cohort: 80 train, 60 unseen
+    assert demo_holdout(8) == 4 and demo_holdout(6) == 3  # a small cohort keeps half for training
+    assert demo_holdout(140, 40) == 40
+    for bad in (0, 139, 140):
+        with pytest.raises(InputError, match="holdout"):
+            demo_holdout(140, bad)
+
+
+def test_a_holdout_leaving_no_training_patients_is_bad_input(tmp_path):
+    with pytest.raises(InputError, match="holdout"):
+        run_demo(tmp_path / "D", cases=8, holdout=7)
+    assert not (tmp_path / "D").exists()
+
+
+def test_the_demo_wgan_recipe_is_the_committed_example_config():
+    """examples/configs/wgan-shape-private-ct-cpu32.toml documents the demo's route: the two must not drift."""
+    path = Path(__file__).resolve().parents[1] / "examples" / "configs" / "wgan-shape-private-ct-cpu32.toml"
+    example = tomllib.loads(path.read_text())
+    demo = tomllib.loads(demo_config("wgan", DEMO_STEPS["wgan"], seed=0))
+    assert example.pop("generator") == demo.pop("generator") == "wgan"
+    assert create_generator("wgan", {**example, "seed": 0}).config == create_generator("wgan", demo).config

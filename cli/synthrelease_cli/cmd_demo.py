@@ -13,22 +13,25 @@ from synthrelease_cli.output import Output
 @click.option("--modality", type=click.Choice(["ct", "mri"], case_sensitive=False), default="ct", show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("synthrelease-demo"), show_default=True,
               help="Demo folder (a previous demo folder there is replaced).")
-@click.option("--cases", "n_cases", type=click.IntRange(min=4), default=60, show_default=True,
-              help="Phantom patients (at least 20 are held out when the cohort allows: the default policy needs them).")
-@click.option("--samples", "n_samples", type=click.IntRange(min=1), default=40, show_default=True,
+@click.option("--cases", "n_cases", type=click.IntRange(min=4), default=140, show_default=True,
+              help="Phantom patients.")
+@click.option("--holdout", type=click.IntRange(min=1), default=None,
+              help="Unseen patients held out for the audit (default: 60, or half a smaller cohort; the default policy "
+                   "fails an audit on fewer than 20).")
+@click.option("--samples", "n_samples", type=click.IntRange(min=1), default=120, show_default=True,
               help="Synthetic cases to sample and audit.")
 @click.option("--shape", type=click.IntRange(min=16, max=256), default=32, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--generator", type=click.Choice(["ldm", "wgan"]), default="ldm", show_default=True,
-              help="ldm: latent diffusion; wgan: a conditional WGAN-GP on label maps from a statistical shape model.")
+@click.option("--generator", type=click.Choice(["wgan", "ldm"]), default="wgan", show_default=True,
+              help="wgan: a conditional WGAN-GP on label maps from a statistical shape model; ldm: latent diffusion.")
 @click.option("--train-steps", type=click.IntRange(min=0), default=None,
-              help="Generator training steps (default: 600 for ldm, 300 for wgan; 0 skips training and sampling).")
+              help="Generator training steps (default: 300 for wgan, 600 for ldm; 0 skips training and sampling).")
 @click.option("--utility-steps", type=click.IntRange(min=1), default=None,
               help="Training steps per arm of the audit's segmentation utility check (default: the check's, 500).")
 @click.option("--json", "as_json", is_flag=True, help="Print the demo summary as JSON on stdout.")
 @click.pass_obj
-def demo(out_: Output, modality: str, out: Path, n_cases: int, n_samples: int, shape: int, seed: int,
-         generator: str, train_steps: int | None, utility_steps: int | None, as_json: bool) -> None:
+def demo(out_: Output, modality: str, out: Path, n_cases: int, holdout: int | None, n_samples: int, shape: int,
+         seed: int, generator: str, train_steps: int | None, utility_steps: int | None, as_json: bool) -> None:
     """Run the built-in demo: phantom patients with fake PHI -> ingest -> PHI search -> train -> sample -> audit
     under the default policy -> export + verify when the gate passes -> the same audit of a copycat control.
 
@@ -41,7 +44,7 @@ def demo(out_: Output, modality: str, out: Path, n_cases: int, n_samples: int, s
     with out_.progress() as progress:
         summary = run_demo(out, modality=modality, cases=n_cases, shape=shape, seed=seed, generator=generator,
                            train_steps=train_steps, n_samples=n_samples, utility_steps=utility_steps,
-                           info=out_.info, progress=progress)
+                           holdout=holdout, info=out_.info, progress=progress)
     leaks = summary["deidentification"]["found_in_workspace"]
     if as_json:
         out_.result_json(summary)

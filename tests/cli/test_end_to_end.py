@@ -31,8 +31,8 @@ def test_phantoms_then_ingest_as_a_user_would(tmp_path):
 
 
 def test_demo_runs(tmp_path):
-    res = synthrelease("demo", "--out", "D", "--cases", 8, "--samples", 8, "--shape", 16, "--train-steps", 4,
-                       "--utility-steps", 5, "--json", cwd=tmp_path)
+    res = synthrelease("demo", "--generator", "ldm", "--out", "D", "--cases", 8, "--samples", 8, "--shape", 16,
+                       "--train-steps", 4, "--utility-steps", 5, "--json", cwd=tmp_path)
     assert res.returncode == 0, res.stderr  # 0: no identifier leaked and the gate closed on the copycat control
     summary = json.loads(res.stdout)
     assert summary["deidentification"]["found_in_workspace"] == 0
@@ -57,11 +57,12 @@ def test_demo_runs(tmp_path):
 
 
 def test_demo_with_the_wgan_on_shape_model_masks(tmp_path):
-    res = synthrelease("--quiet", "demo", "--generator", "wgan", "--out", "D", "--cases", 8, "--samples", 4,
+    res = synthrelease("--quiet", "demo", "--out", "D", "--cases", 10, "--holdout", 3, "--samples", 4,
                        "--shape", 16, "--train-steps", 2, "--utility-steps", 2, "--json", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
-    assert summary["training"]["generator"] == "wgan" and summary["training"]["steps"] == 2
+    assert summary["training"]["generator"] == "wgan" and summary["training"]["steps"] == 2  # the default
+    assert summary["audit"]["demo"]["metrics"]["integrity.cohort.n_holdout"] == 3  # --holdout
     provenance = summary["synthetic"]["provenance"]
     assert provenance["generator"] == "wgan" and "shape" in json.dumps(provenance)
     assert summary["audit"]["copycat-control"]["verdict"] == "fail"
