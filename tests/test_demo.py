@@ -26,7 +26,8 @@ def test_the_wgan_demo_draws_its_masks_from_the_shape_model():
     assert gen.config.mask_source == "generated" and gen.config.mask_generator == "shape"
     assert gen.config.ema_decay == 0.0  # 300 steps: the last weights draw more varied images than their average
     assert gen.config.mode_seeking_weight > 0  # or a 300-step run ignores z
-    assert gen.config.mask == {"modes": 10, "factor": 2}  # full-resolution shape modes lean towards the training patients
+    assert gen.config.mask == {"modes": 10, "factor": 2}  # full-resolution modes lean towards the training maps
+    assert gen.config.cpu_bf16  # bf16 where the CPU runs it natively: the demo's minutes
     ldm = tomllib.loads(demo_config("ldm", 600, 0))
     assert ldm["ae_steps"] == 150  # a quarter of the steps train the autoencoder
 

@@ -25,7 +25,7 @@ from synthrelease_cli.output import Output
 @click.option("--generator", type=click.Choice(["wgan", "ldm"]), default="wgan", show_default=True,
               help="wgan: a conditional WGAN-GP on label maps from a statistical shape model; ldm: latent diffusion.")
 @click.option("--train-steps", type=click.IntRange(min=0), default=None,
-              help="Generator training steps (default: 300 for wgan, 600 for ldm; 0 skips training and sampling).")
+              help="Generator training steps (default: 400 for wgan, 600 for ldm; 0 skips training and sampling).")
 @click.option("--utility-steps", type=click.IntRange(min=1), default=None,
               help="Training steps per arm of the audit's segmentation utility check (default: the check's, 500).")
 @click.option("--json", "as_json", is_flag=True, help="Print the demo summary as JSON on stdout.")

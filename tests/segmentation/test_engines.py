@@ -18,6 +18,8 @@ from synthrelease.data.nifti import read_nifti
 from synthrelease.data.nnunet import read_nnunet
 from synthrelease.data.schema import BRATS_SCHEMA
 from synthrelease.errors import InputError
+from synthrelease.runtime import precision
+from synthrelease.runtime.precision import cpu_bf16_supported
 from synthrelease.segmentation import (
     MonaiEngine,
     NnunetEngine,
@@ -71,6 +73,28 @@ def test_monai_same_seed_same_model_and_no_global_state_changed(cohorts: dict[st
         engine.train([cohorts["train"]], tmp_path / "a", SegmentationConfig(steps=1, **TINY_NET))
     assert torch.equal(torch.random.get_rng_state(), torch_state)
     assert np.array_equal(np.random.get_state()[1], np_state[1])  # type: ignore[index]
+
+
+def test_bf16_only_where_the_cpu_runs_it_natively(cohorts: dict[str, Path], tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default trains and predicts in bf16 on a CPU with native bf16 (recorded in model.json); cpu_bf16 = False,
+    or a CPU without it, keeps fp32."""
+    engine, weights, recorded = MonaiEngine(), {}, {}
+    for name, flag in (("bf16", True), ("fp32", False)):
+        model = engine.train([cohorts["train"]], tmp_path / name, SegmentationConfig(steps=3, cpu_bf16=flag,
+                                                                                     **TINY_NET))
+        recorded[name] = json.loads((model / "model.json").read_text())["precision"]
+        weights[name] = torch.load(model / "model.pt", weights_only=True)
+        predict_with(model, cohorts["test"], tmp_path / f"p{name}")
+    native = cpu_bf16_supported()
+    assert recorded == {"bf16": "bf16" if native else "fp32", "fp32": "fp32"}
+    same = all(torch.equal(weights["bf16"][k], weights["fp32"][k]) for k in weights["fp32"])
+    assert same != native  # bf16 arithmetic gives other weights; without native bf16 both runs are fp32
+    monkeypatch.setattr(precision, "cpu_bf16_supported", lambda: False)
+    model = engine.train([cohorts["train"]], tmp_path / "none", SegmentationConfig(steps=3, **TINY_NET))
+    assert json.loads((model / "model.json").read_text())["precision"] == "fp32"
+    none = torch.load(model / "model.pt", weights_only=True)
+    assert all(torch.equal(none[k], weights["fp32"][k]) for k in none)
 
 
 def test_dynunet_and_a_smaller_patch_predict_on_the_input_grid(cohorts: dict[str, Path], tmp_path: Path) -> None:

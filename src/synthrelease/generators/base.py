@@ -33,6 +33,7 @@ from synthrelease.data.cohort import Cohort
 from synthrelease.errors import InputError, SynthReleaseError
 from synthrelease.generators.config import GeneratorConfig, config_from_dict, config_to_dict
 from synthrelease.generators.data import DataSpec, TrainingData
+from synthrelease.runtime import precision
 
 __all__ = ["Generator", "StepLosses", "derive_seed", "ema_model"]
 
@@ -128,10 +129,8 @@ class Generator(ABC):
         return self._wrapped.get(name) or self.modules()[name]
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """bf16 autocast on CUDA, nothing on CPU."""
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        """bf16 autocast on CUDA; on a CPU only with ``config.cpu_bf16`` and native bf16 (``runtime.precision``)."""
+        return precision.autocast(self.device, cuda_bf16=True, cpu_bf16=bool(self.config.cpu_bf16))
 
     # -- the contract ------------------------------------------------------------------------------------------
     def fit(self, data: Cohort | TrainingData, *, run_dir: Path | None = None, resume: bool = False,

@@ -32,6 +32,7 @@ class GeneratorConfig:
     checkpoint_every: int = 500  # also at the end
     log_every: int = 10
     seed: int = 0
+    cpu_bf16: bool = False  # bf16 autocast on a CPU with native bf16 too (CUDA always autocasts to bf16)
 
     def validate(self) -> None:
         """Raise ``InputError`` for values no run can use (subclasses extend)."""

@@ -12,7 +12,7 @@ Losses as in Ferreira et al. (2025):
   the one real image of its mask, so a short run learns to ignore z (on the demo's phantoms
   after 300 steps two draws for one mask had MS-SSIM 0.985, and the set was more alike than real patients are:
   ``fidelity.diversity``'s excess 0.09-0.10). With weight 1 that excess fell to 0.00-0.03 (benchmarks/RESULTS.md).
-  The extra draws cost about 20% more time per step at batch 2;
+  The extra draws cost about 25% more time per step at batch 2;
 - AdamW, lr 2e-4, betas (0.5, 0.999) for both; each step runs ``n_critic`` critic updates (same real batch, fresh
   z) then one generator update.
 - samples come from an exponential moving average of the generator's weights (``ema_decay``, 0.995, ramped up over

@@ -32,6 +32,7 @@ from torch import nn
 from synthrelease.data.nnunet import read_nnunet
 from synthrelease.data.schema import LabelSchema
 from synthrelease.errors import InputError
+from synthrelease.runtime.precision import autocast, resolved_precision
 from synthrelease.segmentation.base import (
     SegmentationConfig,
     SegmentationEngine,
@@ -120,7 +121,9 @@ class MonaiEngine(SegmentationEngine):
                 x, y = sampler.batch(config.batch_size)
                 if config.augment:
                     x, y = augment_batch(x, y, gen)
-                loss = loss_fn(net(x.to(device)), y.to(device))
+                with autocast(device, cuda_bf16=False, cpu_bf16=config.cpu_bf16):
+                    logits = net(x.to(device))
+                loss = loss_fn(logits.float(), y.to(device))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -129,6 +132,7 @@ class MonaiEngine(SegmentationEngine):
         torch.save({k: v.cpu() for k, v in net.state_dict().items()}, out / "model.pt")
         write_model_info(out, self.name, config, labels=schema.labels_json(), regions=schema.regions_json(),
                          channels=list(channels), patch_size=list(patch),
+                         precision=resolved_precision(device, cuda_bf16=False, cpu_bf16=config.cpu_bf16),
                          final_loss=float(np.mean(losses[-max(1, len(losses) // 10):])))
         return out
 
@@ -153,7 +157,7 @@ class MonaiEngine(SegmentationEngine):
                 raise InputError(f"case {case.case_id} has {case.image.shape[0]} channels; the model takes "
                                  f"{len(info['channels'])}", where=cohort_dir)
             x = torch.from_numpy(case.image)[None].to(device)
-            with torch.no_grad():
+            with torch.no_grad(), autocast(device, cuda_bf16=False, cpu_bf16=config.cpu_bf16):
                 logits = sliding_window_inference(x, tuple(info["patch_size"]), config.batch_size, net,
                                                   overlap=config.overlap, mode="gaussian")
             classes = torch.as_tensor(logits).argmax(dim=1)[0].cpu().numpy()
