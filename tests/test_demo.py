@@ -21,13 +21,15 @@ def test_demo_configs_are_valid_generator_configs(generator):
 
 
 def test_the_wgan_demo_draws_its_masks_from_the_shape_model():
-    gen = create_generator("wgan", {k: v for k, v in tomllib.loads(demo_config("wgan", 300, 0)).items()
-                                    if k != "generator"})
+    config = tomllib.loads(demo_config("wgan", 300, 0))
+    gen = create_generator("wgan", {k: v for k, v in config.items() if k != "generator"})
     assert gen.config.mask_source == "generated" and gen.config.mask_generator == "shape"
     assert gen.config.ema_decay == 0.0  # 300 steps: the last weights draw more varied images than their average
     assert gen.config.mode_seeking_weight > 0  # or a 300-step run ignores z
     assert gen.config.mask == {"modes": 10, "factor": 2}  # full-resolution modes lean towards the training maps
     assert gen.config.cpu_bf16  # bf16 where the CPU runs it natively: the demo's minutes
+    fp32 = tomllib.loads(demo_config("wgan", 300, 0, cpu_bf16=False))  # --no-cpu-bf16
+    assert fp32.pop("cpu_bf16") is False and {k: v for k, v in config.items() if k != "cpu_bf16"} == fp32
     ldm = tomllib.loads(demo_config("ldm", 600, 0))
     assert ldm["ae_steps"] == 150  # a quarter of the steps train the autoencoder
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -108,18 +109,19 @@ DEMO_GENERATORS = {
 DEMO_STEPS = {"ldm": 600, "wgan": 400}
 
 
-def demo_config(generator: str, steps: int, seed: int) -> str:
+def demo_config(generator: str, steps: int, seed: int, *, cpu_bf16: bool = True) -> str:
     """The demo's training config (TOML). ``ldm``: a quarter of the steps for the autoencoder. ``wgan``: its default
     32^3 CPU model (batch 2, channels 16-32-64) on masks of the ``shape`` model (10 modes, fitted in about a second on
     a grid pooled 2x: at full resolution its masks lean towards the training patients' and DCR found it, p 0.68-0.74
     against 0.58-0.64 pooled), with the mode-seeking term (a short run ignores z otherwise, and its images come out
     more alike than real patients are), sampled with its last weights (``ema_decay = 0``: the average failed the DCR
-    rule, p 0.66), under bf16 autocast where the CPU runs bf16 natively (1.6x faster; 400 steps in the minutes 300
-    took in fp32). benchmarks/RESULTS.md, 2026-12-07."""
+    rule, p 0.66), with ``cpu_bf16``: under bf16 autocast where the CPU runs bf16 natively (1.6x faster; 400 steps in
+    the minutes 300 took in fp32). benchmarks/RESULTS.md, 2026-12-07."""
     if generator == "ldm":
         return f'generator = "ldm"\nsteps = {steps}\nae_steps = {max(1, steps // 4)}\nseed = {seed}\n'
     return (f'generator = "wgan"\nsteps = {steps}\nseed = {seed}\nmask_generator = "shape"\n'  # 32^3 defaults
-            'mask = {modes = 10, factor = 2}\nmode_seeking_weight = 1.0\nema_decay = 0.0\ncpu_bf16 = true\n')
+            f'mask = {{modes = 10, factor = 2}}\nmode_seeking_weight = 1.0\nema_decay = 0.0\n'
+            f'cpu_bf16 = {"true" if cpu_bf16 else "false"}\n')
 
 
 MIN_HOLDOUT = 20  # the default policy's evidence rule: fewer unseen patients prove too little
@@ -141,22 +143,26 @@ def demo_holdout(cases: int, holdout: int | None = None) -> int:
 
 def run_demo(out: Path, *, modality: str = "ct", cases: int = 140, shape: int = 32, seed: int = 0,
              generator: str = "wgan", train_steps: int | None = None, n_samples: int = 120,
-             utility_steps: int | None = None, holdout: int | None = None, info: Info | None = None,
-             progress: Progress | None = None) -> dict[str, Any]:
+             utility_steps: int | None = None, holdout: int | None = None, cpu_bf16: bool = True,
+             info: Info | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """Run the demo into ``out`` (replacing a previous demo folder there); return its summary.
 
     ``generator`` is ``wgan`` (default: a conditional WGAN-GP on label maps from a statistical shape model) or
     ``ldm`` (latent diffusion); ``train_steps`` defaults to ``DEMO_STEPS[generator]``. ``train_steps = 0`` skips
     training, sampling, audits and export. ``holdout`` unseen patients (default ``demo_holdout``: 60, or half a
     smaller cohort; the default policy fails an audit on fewer than ``MIN_HOLDOUT``, so a small demo shows the gate
-    refusing thin evidence).
+    refusing thin evidence). ``cpu_bf16``: the WGAN and the segmentation models of the utility check run under bf16
+    autocast on a CPU with native bf16 (about 10 minutes instead of 12 on 2 cores; not bit-for-bit reproducible in
+    every shape, ``runtime.precision``); off: fp32, the same bytes for the same seed.
     """
     if generator not in DEMO_GENERATORS:
         raise InputError(f"demo generator {generator!r} is unknown", fix=f"use one of {sorted(DEMO_GENERATORS)}")
     train_steps = DEMO_STEPS[generator] if train_steps is None else train_steps
     n_holdout = demo_holdout(cases, holdout)
     say = info or (lambda message: None)
-    settings = AuditSettings() if utility_steps is None else AuditSettings(utility_steps=utility_steps)
+    settings = AuditSettings(utility_cpu_bf16=cpu_bf16)
+    if utility_steps is not None:
+        settings = replace(settings, utility_steps=utility_steps)
     out = Path(out).resolve()
     if out.exists() and not (out / MARKER).is_file():
         raise InputError("exists and is not a demo folder", where=out, fix="choose another --out or remove it")
@@ -187,7 +193,7 @@ def run_demo(out: Path, *, modality: str = "ct", cases: int = 140, shape: int = 
                     progress(f"train {generator}", done, total)
 
             config = tmp / f"{generator}-demo.toml"
-            config.write_text(demo_config(generator, train_steps, seed))
+            config.write_text(demo_config(generator, train_steps, seed, cpu_bf16=cpu_bf16))
             run = train_run(ws, generator, name=f"{generator}-demo", config_file=config, progress=report)
             ddim = generator == "ldm"
             say(f"5/{n_stages} sampling {n_samples} synthetic cases" + (" (DDIM, 50 steps)" if ddim else ""))

@@ -66,3 +66,19 @@ def test_demo_with_the_wgan_on_shape_model_masks(tmp_path):
     provenance = summary["synthetic"]["provenance"]
     assert provenance["generator"] == "wgan" and "shape" in json.dumps(provenance)
     assert summary["audit"]["copycat-control"]["verdict"] == "fail"
+
+
+def test_demo_on_mri_phantoms(tmp_path):
+    """--modality mri: BraTS-layout phantoms through the same route (the WGAN on shape-model masks of BraTS labels)."""
+    res = synthrelease("--quiet", "demo", "--modality", "mri", "--out", "D", "--cases", 10, "--holdout", 3,
+                       "--samples", 4, "--shape", 16, "--train-steps", 3, "--utility-steps", 2, "--no-cpu-bf16",
+                       "--json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["deidentification"]["found_in_workspace"] == 0
+    assert set(summary["synthetic"]["cases_with_label"]) == {"NCR", "SNFH", "ET"}
+    run = json.loads((tmp_path / "D" / "workspace" / "models" / "wgan-demo" / "run.json").read_text())
+    assert run["precision"] == "fp32"  # --no-cpu-bf16
+    assert summary["training"]["generator"] == "wgan"
+    assert summary["audit"]["copycat-control"]["verdict"] == "fail"
+    assert summary["audit"]["demo"]["metrics"]["integrity.cohort.n_holdout"] == 3

@@ -77,9 +77,10 @@ def test_monai_same_seed_same_model_and_no_global_state_changed(cohorts: dict[st
 
 def test_bf16_only_where_the_cpu_runs_it_natively(cohorts: dict[str, Path], tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """The default trains and predicts in bf16 on a CPU with native bf16 (recorded in model.json); cpu_bf16 = False,
-    or a CPU without it, keeps fp32."""
+    """cpu_bf16 trains and predicts in bf16 on a CPU with native bf16 (recorded in model.json); the default, or a
+    CPU without native bf16, keeps fp32."""
     engine, weights, recorded = MonaiEngine(), {}, {}
+    assert not SegmentationConfig().cpu_bf16  # off by default: bf16 is not bit-for-bit reproducible everywhere
     for name, flag in (("bf16", True), ("fp32", False)):
         model = engine.train([cohorts["train"]], tmp_path / name, SegmentationConfig(steps=3, cpu_bf16=flag,
                                                                                      **TINY_NET))
@@ -91,7 +92,8 @@ def test_bf16_only_where_the_cpu_runs_it_natively(cohorts: dict[str, Path], tmp_
     same = all(torch.equal(weights["bf16"][k], weights["fp32"][k]) for k in weights["fp32"])
     assert same != native  # bf16 arithmetic gives other weights; without native bf16 both runs are fp32
     monkeypatch.setattr(precision, "cpu_bf16_supported", lambda: False)
-    model = engine.train([cohorts["train"]], tmp_path / "none", SegmentationConfig(steps=3, **TINY_NET))
+    model = engine.train([cohorts["train"]], tmp_path / "none", SegmentationConfig(steps=3, cpu_bf16=True,
+                                                                                     **TINY_NET))
     assert json.loads((model / "model.json").read_text())["precision"] == "fp32"
     none = torch.load(model / "model.pt", weights_only=True)
     assert all(torch.equal(none[k], weights["fp32"][k]) for k in none)

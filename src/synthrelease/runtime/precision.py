@@ -3,6 +3,11 @@
 On the 2-core AMD EPYC (AVX512-BF16) development host, bf16 autocast made a DynUNet training step 1.7x and a
 32^3 WGAN step 1.6x faster than fp32 (benchmarks/RESULTS.md, 2026-12-07). Where the CPU has no native bf16 it would
 be emulated and slower, so the runs stay in fp32 there; the choice is recorded with the run.
+
+Not bit-for-bit reproducible: on that host a 4-level DynUNet on 16^3 patches trained under bf16 gave other weights
+when the process had trained another model first (fp32: the same weights; ``torch.backends.mkldnn.deterministic``
+and ``torch.use_deterministic_algorithms`` did not change that). At the demo's sizes two runs agreed to every digit
+of every metric. So it is opt-in (``cpu_bf16``) everywhere.
 """
 
 from __future__ import annotations

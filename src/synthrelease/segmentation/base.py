@@ -49,7 +49,7 @@ class SegmentationConfig:
     flip: bool = True  # random left-right flips of training patches
     augment: bool = False  # random rotation, scaling, gain and noise of training patches (``patches.augment_batch``)
     overlap: float = 0.25  # sliding-window overlap at inference
-    cpu_bf16: bool = True  # bf16 autocast (training and inference) on a CPU with native bf16; fp32 elsewhere
+    cpu_bf16: bool = False  # bf16 autocast (training, inference) on a CPU with native bf16 (runtime.precision)
     # nnU-Net engine
     configuration: str = "3d_fullres"
     trainer: str = "nnUNetTrainer_SynthReleaseBudget"  # any nnU-Net trainer class name; this one runs ``steps``

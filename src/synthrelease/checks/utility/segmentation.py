@@ -120,7 +120,8 @@ class SegmentationUtilityCheck(Check):
         settings = ctx.settings
         arms = check_arms(settings.utility_arms)
         seed = int(ctx.rng("utility/seed").integers(2**31))
-        config = SegmentationConfig(steps=settings.utility_steps, seed=seed, network=settings.utility_network)
+        config = SegmentationConfig(steps=settings.utility_steps, seed=seed, network=settings.utility_network,
+                                    cpu_bf16=settings.utility_cpu_bf16)
         cache = ctx.cache_dir / "utility"
         work = cache / f"run-{secrets.token_hex(4)}"
         scores: dict[str, list[CaseScores]] = {}
