@@ -124,7 +124,6 @@ def demo_config(generator: str, steps: int, seed: int, *, cpu_bf16: bool = True)
             f'cpu_bf16 = {"true" if cpu_bf16 else "false"}\n')
 
 
-MIN_HOLDOUT = 20  # the default policy's evidence rule: fewer unseen patients prove too little
 # Unseen patients the demo holds out: with 20 the upper bounds the default policy judges privacy on are about 0.14
 # above their estimates, so even new patients of the same population (a perfect generator) often fail the
 # membership rule; with 60 they are about 0.10 above (benchmarks/RESULTS.md).
@@ -150,7 +149,7 @@ def run_demo(out: Path, *, modality: str = "ct", cases: int = 140, shape: int = 
     ``generator`` is ``wgan`` (default: a conditional WGAN-GP on label maps from a statistical shape model) or
     ``ldm`` (latent diffusion); ``train_steps`` defaults to ``DEMO_STEPS[generator]``. ``train_steps = 0`` skips
     training, sampling, audits and export. ``holdout`` unseen patients (default ``demo_holdout``: 60, or half a
-    smaller cohort; the default policy fails an audit on fewer than ``MIN_HOLDOUT``, so a small demo shows the gate
+    smaller cohort; the default policy fails an audit on fewer than 20, so a small demo shows the gate
     refusing thin evidence). ``cpu_bf16``: the WGAN and the segmentation models of the utility check run under bf16
     autocast on a CPU with native bf16 (about 10 minutes instead of 12 on 2 cores; not bit-for-bit reproducible in
     every shape, ``runtime.precision``); off: fp32, the same bytes for the same seed.

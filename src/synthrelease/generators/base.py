@@ -33,7 +33,7 @@ from synthrelease.data.cohort import Cohort
 from synthrelease.errors import InputError, SynthReleaseError
 from synthrelease.generators.config import GeneratorConfig, config_from_dict, config_to_dict
 from synthrelease.generators.data import DataSpec, TrainingData
-from synthrelease.runtime import precision
+from synthrelease.runtime.precision import resolved_precision
 
 __all__ = ["Generator", "StepLosses", "derive_seed", "ema_model"]
 
@@ -128,9 +128,17 @@ class Generator(ABC):
         """The module ``name`` as training should call it (DDP-wrapped when distributed)."""
         return self._wrapped.get(name) or self.modules()[name]
 
+    @property
+    def precision(self) -> str:
+        """``bf16`` on CUDA and, with ``config.cpu_bf16``, on a CPU with native bf16 (``runtime.precision``); else
+        ``fp32``."""
+        return resolved_precision(self.device, cuda_bf16=True, cpu_bf16=bool(self.config.cpu_bf16))
+
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """bf16 autocast on CUDA; on a CPU only with ``config.cpu_bf16`` and native bf16 (``runtime.precision``)."""
-        return precision.autocast(self.device, cuda_bf16=True, cpu_bf16=bool(self.config.cpu_bf16))
+        """bf16 autocast where ``precision`` is ``bf16``, nothing otherwise."""
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     # -- the contract ------------------------------------------------------------------------------------------
     def fit(self, data: Cohort | TrainingData, *, run_dir: Path | None = None, resume: bool = False,

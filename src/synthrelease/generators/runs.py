@@ -31,7 +31,6 @@ from synthrelease.errors import InputError, SynthReleaseError
 from synthrelease.generators.base import Generator, StepLosses
 from synthrelease.generators.config import config_hash, config_to_dict, read_config_file
 from synthrelease.generators.registry import create_generator
-from synthrelease.runtime.precision import resolved_precision
 
 __all__ = ["RunInfo", "load_run", "run_dir", "train_run"]
 
@@ -121,8 +120,7 @@ def train_run(ws: Workspace, generator: str, *, name: str | None = None, config_
         _write_run_json(path, {"status": "complete", "generator": generator, "world_size": world,
                                "config_sha256": config_hash(gen.config), "train_cases": len(train),
                                "steps": gen.config.steps, "seconds": round(seconds, 2),
-                               "precision": resolved_precision(gen.device, cuda_bf16=True,
-                                                               cpu_bf16=gen.config.cpu_bf16),
+                               "precision": gen.precision,
                                "final_losses": gen.final_losses_, "spec": gen.spec_.to_dict(),
                                "negative_control": gen.negative_control, "replica_checksums": checksums})
     if world > 1:
