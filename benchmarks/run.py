@@ -68,6 +68,8 @@ BENCHMARKS = (
     Bench("privacy", "bench_privacy.py", ("--n", "400", "--shape", "64", "--brute-subset", "4", "--exhaustive-subset",
                                           "8", "--exhaustive-boundary", "8"), ("--smoke", "--exhaustive-boundary", "2"),
           threads=True, what="privacy family time and peak memory at n x n; brute-force ratio; flags"),
+    Bench("redteam", "bench_redteam.py", (), ("--quick",), threads=True,
+          what="red-team copies outside the old search envelope: detection per class, false copies, the gate"),
     Bench("msssim", "bench_msssim.py", ("--n", "50", "--shape", "64"), ("--smoke",), threads=True,
           what="batched MS-SSIM vs a per-pair MONAI loop"),
     Bench("radiomics", "bench_radiomics.py", ("--n", "40", "--shape", "64", "--workers", "1", "2"), ("--smoke",),

@@ -31,6 +31,9 @@ def _render(out_: Output, report: dict[str, Any], path: Path) -> None:
     out_.console.print(table)
     if "verdict" in report:
         _render_gate(out_, report)
+    out_.info("gating audit (seed derived from the set and the policy)" if report.get("gating") else
+              f"exploratory audit (seed {report.get('seed')}, on the {report.get('holdout', 'holdout')} split): "
+              "export will refuse it; audit without --seed and --on tuning to gate")
     out_.info(f"report: {path / 'report.json'}  (HTML: {path / 'report.html'})")
 
 
@@ -72,8 +75,13 @@ def _render_gate(out_: Output, report: dict[str, Any]) -> None:
 @click.option("--policy", "policy_name", default="default", show_default=True,
               help="Release policy: a shipped name (see 'synthrelease policies') or a TOML file; 'none' reports "
                    "metrics without a verdict.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Seed of every random choice (subsamples, bootstrap, embedding training).")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Seed of every random choice (subsamples, bootstrap, embedding training). Default: the gating "
+                   "seed, derived from the set's and the policy's sha256. An explicit seed makes the audit "
+                   "exploratory: logged and reported, but export refuses it.")
+@click.option("--on", "on", type=click.Choice(["holdout", "tuning"]), default="holdout", show_default=True,
+              help="Real cohort to compare with: the gate holdout, or the workspace's tuning split (ingest "
+                   "--tuning-holdout), for choosing generator settings; audits on tuning are always exploratory.")
 @click.option("--identifiers", "identifiers_file", type=click.Path(path_type=Path), default=None,
               help="Text file, one real-cohort identifier per line, that must not appear in the set.")
 @click.option("--embedding-steps", type=click.IntRange(min=1), default=None,
@@ -91,7 +99,7 @@ def _render_gate(out_: Output, report: dict[str, Any]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
 @click.pass_obj
 def audit(out_: Output, workspace: Path | None, synthetic: str, train_dir: Path | None, holdout_dir: Path | None,
-          out_dir: Path | None, only: tuple[str, ...], seed: int, identifiers_file: Path | None,
+          out_dir: Path | None, only: tuple[str, ...], seed: int | None, on: str, identifiers_file: Path | None,
           policy_name: str, embedding_steps: int | None, workers: int, engine: str, utility_steps: int | None,
           network: str | None, fail_fast: bool, as_json: bool) -> None:
     """Audit a synthetic set (integrity, privacy, fidelity, utility checks), metrics into report.json.
@@ -100,8 +108,9 @@ def audit(out_: Output, workspace: Path | None, synthetic: str, train_dir: Path 
     With a workspace:   synthrelease audit WS --synthetic SET            -> WS/audits/SET/report.json
     Without:            synthrelease audit --train DIR --holdout DIR --synthetic DIR --out DIR
 
-    The audit folder also holds report.html, junit.xml, summary.md and the policy used. Exit code: 0 the gate
-    passed (or --policy none), 1 it failed, 2 bad input.
+    The audit folder also holds report.html, junit.xml, summary.md and the policy used; every audit of a
+    workspace appends a line to WS/audits/log.jsonl. Only a gating audit (no --seed, on the holdout) clears a set
+    for export. Exit code: 0 the gate passed (or --policy none), 1 it failed, 2 bad input.
     """
     from dataclasses import replace
 
@@ -117,6 +126,9 @@ def audit(out_: Output, workspace: Path | None, synthetic: str, train_dir: Path 
                          fix="see 'synthrelease audit --help'")
     if workspace is not None and any(p is not None for p in free):
         raise InputError("give either a workspace or --train/--holdout/--out, not both")
+    if workspace is None and on != "holdout":
+        raise InputError("--on tuning needs a workspace with a tuning split (ingest --tuning-holdout)",
+                         fix="give the workspace, or pass the tuning cases as --holdout")
     if "utility.segmentation" in [c.name for c in select_checks(only)]:  # unknown --only fails before any work
         from synthrelease.segmentation import create_engine
 
@@ -143,7 +155,8 @@ def audit(out_: Output, workspace: Path | None, synthetic: str, train_dir: Path 
     with out_.progress() as progress:
         if workspace is not None:
             outcome = audit_workspace(Workspace(workspace), synthetic, only=only, seed=seed, extra_identifiers=extra,
-                                      settings=settings, progress=progress, policy=policy, fail_fast=fail_fast)
+                                      settings=settings, progress=progress, policy=policy, fail_fast=fail_fast,
+                                      on=on)
         else:
             assert train_dir and holdout_dir and out_dir
             outcome = audit_directories(train_dir, holdout_dir, Path(synthetic), out_dir, only=only, seed=seed,

@@ -62,6 +62,9 @@ def phantoms(out_: Output, out: Path, modality: str, n_cases: int, shape: int, s
 @click.option("--layout", type=click.Choice(["auto", "nnunet", "brats", "dicom"]), default="auto", show_default=True)
 @click.option("--holdout", type=float, default=0.2, show_default=True,
               help="Fraction of patients held out (never seen by generators).")
+@click.option("--tuning-holdout", type=float, default=0.0, show_default=True,
+              help="Fraction of patients for a tuning split, carved from the training patients: never seen by "
+                   "generators nor part of the gate holdout; 'audit --on tuning' compares with it (exploratory).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--spacing", callback=_triple(float, "spacing in mm"), default=None,
               help="Target spacing in mm: 1.0 or x,y,z. Default: per-axis median of the source.")
@@ -78,8 +81,8 @@ def phantoms(out_: Output, out: Path, modality: str, n_cases: int, shape: int, s
 @click.option("--allow-empty-labels", is_flag=True, help="Accept cases whose label map is all background.")
 @click.option("--json", "as_json", is_flag=True, help="Print the workspace summary as JSON on stdout.")
 @click.pass_obj
-def ingest(out_: Output, src: Path, out: Path, modality: str, layout: str, holdout: float, seed: int,
-           spacing: tuple[float, float, float] | None, shape: tuple[int, int, int] | None, ct_window: str,
+def ingest(out_: Output, src: Path, out: Path, modality: str, layout: str, holdout: float, tuning_holdout: float,
+           seed: int, spacing: tuple[float, float, float] | None, shape: tuple[int, int, int] | None, ct_window: str,
            interpolation: str, channels: str | None, roi_map: str | None, keep_id_map: bool,
            allow_empty_labels: bool, as_json: bool) -> None:
     """De-identify, pseudonymize and preprocess the protected source SRC into a new private workspace."""
@@ -92,9 +95,10 @@ def ingest(out_: Output, src: Path, out: Path, modality: str, layout: str, holdo
 
         parsed_map = parse_roi_map(roi_map)
     options = IngestOptions(
-        layout=layout, holdout=holdout, seed=seed, spacing=spacing, shape=shape, ct_window=ct_window,
-        interpolation=interpolation, channels=tuple(c.strip() for c in channels.split(",")) if channels else None,
-        roi_map=parsed_map, keep_id_map=keep_id_map, allow_empty_labels=allow_empty_labels)
+        layout=layout, holdout=holdout, tuning_holdout=tuning_holdout, seed=seed, spacing=spacing, shape=shape,
+        ct_window=ct_window, interpolation=interpolation,
+        channels=tuple(c.strip() for c in channels.split(",")) if channels else None, roi_map=parsed_map,
+        keep_id_map=keep_id_map, allow_empty_labels=allow_empty_labels)
     with out_.progress() as progress:
         ws = run_ingest(src, out, modality=modality, options=options, progress=progress)
     _show_summary(out_, ws, as_json)

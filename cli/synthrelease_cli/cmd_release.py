@@ -65,7 +65,9 @@ def export(out_: Output, workspace: Path, set_name: str, out: Path, key: Path | 
     """Write the release package of a set that passed its audit under a release policy.
 
     Refused (exit 1, nothing written) unless the latest audit of exactly this set passed under a release policy,
-    and never for a negative control (copycat). The package is built in a hidden folder and renamed at the end.
+    was the gating audit (no --seed, not --on tuning) and is recorded in WS/audits/log.jsonl; never for a
+    negative control (copycat). The card and provenance.json state how many audits of these files the log records.
+    The package is built in a hidden folder and renamed at the end.
     """
     from synthrelease.data.workspace import Workspace
     from synthrelease.release import ExportRefused, export_package

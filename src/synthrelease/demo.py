@@ -50,13 +50,13 @@ HEADLINE = ("integrity.cohort.n_holdout", "privacy.memorization.flagged_fraction
             "fidelity.radiomics.classifier_auc", "utility.segmentation.dice_ratio")
 
 
-def _audit_summary(ws: Workspace, name: str, seed: int, progress: Progress | None,
+def _audit_summary(ws: Workspace, name: str, progress: Progress | None,
                    settings: AuditSettings | None, fail_fast: bool = False) -> dict[str, Any]:
     """The audit of a set under the ``default`` policy: verdict, failed rules, headline metrics, report path.
     With ``fail_fast``, the checks left after the first failing family are listed under ``not_run``."""
     from synthrelease.audit import audit_workspace
 
-    outcome = audit_workspace(ws, name, seed=seed, policy="default", progress=progress, settings=settings,
+    outcome = audit_workspace(ws, name, policy="default", progress=progress, settings=settings,
                               fail_fast=fail_fast)
     report = outcome.report
     not_run = sorted(n for n, c in report["checks"].items() if c.get("not_run"))
@@ -96,7 +96,7 @@ def _copycat_control(ws: Workspace, n: int, seed: int, progress: Progress | None
 
     train_run(ws, "copycat", name="copycat-control")
     sample_set(ws, "copycat-control", n=min(n, COPYCAT_SAMPLES), seed=seed + 2, name="copycat-control")
-    return _audit_summary(ws, "copycat-control", seed, progress, settings, fail_fast=True)
+    return _audit_summary(ws, "copycat-control", progress, settings, fail_fast=True)
 
 
 # wgan on shape-model masks (default): its set passes the default policy on the demo's 140 phantoms (dice_ratio
@@ -202,7 +202,7 @@ def run_demo(out: Path, *, modality: str = "ct", cases: int = 140, shape: int = 
                                    "final_losses": run.final_losses}
             summary["synthetic"] = _synthetic_summary(path)
             say(f"6/{n_stages} auditing the set (integrity, privacy, fidelity, utility) under the default policy")
-            summary["audit"] = {"demo": _audit_summary(ws, "demo", seed, progress, settings)}
+            summary["audit"] = {"demo": _audit_summary(ws, "demo", progress, settings)}
             if summary["audit"]["demo"]["verdict"] == "pass":
                 say(f"7/{n_stages} the gate passed: exporting a signed package and verifying it")
                 summary["release"] = _export_and_verify(ws, "demo", tmp, seed)

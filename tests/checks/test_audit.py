@@ -43,7 +43,8 @@ def test_report_contract(folders: dict[str, Path], tmp_path: Path) -> None:
     assert report["synthetic_set"]["sha256"] == set_sha256(folders["synthetic"])
     for key in ("privacy.memorization.flagged_fraction", "privacy.memorization.tau",
                 "privacy.mask_memorization.flagged_fraction", "privacy.dcr.overfitting_p", "privacy.mia.auc",
-                "privacy.mia.auc_ci_high", "privacy.mia.tpr_at_1pct_fpr", "privacy.metadata.n_findings"):
+                "privacy.mia.auc_ci_high", "privacy.mia.tpr_at_min_fpr", "privacy.memorization.n_copies",
+                "privacy.mask_memorization.n_copies", "privacy.metadata.n_findings"):
         assert isinstance(report["metrics"][key], float), key
     assert report["metrics"]["privacy.metadata.n_findings"] == 0
     assert set(report["checks"]) >= {"privacy.memorization", "privacy.metadata"}
@@ -140,7 +141,8 @@ def test_fail_fast_gives_the_full_audits_verdict_and_skips_what_is_left(copycat:
     assert rules["utility.segmentation.dice_ratio"]["judged"] is False
     assert rules["utility.segmentation.dice_ratio"]["passed"] is False
     assert "not judged" in rules["utility.segmentation.dice_ratio"]["reason"]
-    assert rules["privacy.memorization.flagged_fraction"]["judged"] is True
+    assert rules["privacy.memorization.flagged_p_value"]["judged"] is True
+    assert rules["privacy.memorization.n_copies"]["judged"] is True
     gate = fast.report["gate"]
     assert "utility.segmentation.dice_ratio" in gate["not_judged"]
     assert "utility.segmentation.dice_ratio" not in gate["failed"] + gate["warned"]

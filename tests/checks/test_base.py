@@ -12,7 +12,7 @@ from synthrelease.checks import Check, CheckResult, Direction, Metric, Skip, Sta
 from synthrelease.errors import InputError
 
 PRIVACY = {"privacy.memorization", "privacy.mask_memorization", "privacy.dcr", "privacy.mia",
-           "privacy.reidentification", "privacy.metadata"}
+           "privacy.reidentification", "privacy.metadata", "privacy.tumour_memorization"}
 
 
 def test_registry_holds_every_privacy_check() -> None:

@@ -59,7 +59,10 @@ def test_audit_json_and_workspace_free_form(ws: Path, tmp_path: Path) -> None:
               "--json", "--embedding-steps", 5, "--policy", "none")
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
-    assert 0.0 <= report["metrics"]["privacy.dcr.overfitting_p"] <= 1.0
+    # copies of training patients sit closer to train; with 6 training patients and subsamples of 4, a copy whose
+    # source is left out compares two unrelated patients, so p is near 1 only when the sources are drawn
+    assert report["metrics"]["privacy.dcr.overfitting_p"] > 0.75
+    assert report["metrics"]["privacy.dcr.overfitting_p_ci_high"] > 0.9
     assert "privacy.dcr.overfitting_p_ci_high" in report["metrics"] and set(report["checks"]) == {"privacy.dcr"}
     assert (tmp_path / "out" / "report.json").is_file()
 

@@ -2,9 +2,10 @@
 
 ``train`` are the members (the generator saw them), ``holdout`` real patients it never saw (the privacy baseline),
 ``synthetic`` the set under audit. Shared features: standardized volumes and soft label maps on small cubes, the
-contrastive embedding (trained on ``train``, cached under ``cache_dir``) and the aligned nearest-neighbour matches
-that several checks read. Everything derived from real data is written only under ``out_dir`` and ``cache_dir``,
-both inside the workspace (or the folder the steward named for a workspace-free audit).
+contrastive embedding (trained on train and holdout, cached under ``cache_dir``), the aligned nearest-neighbour
+matches that several checks read and the registered copy search (``copysearch``). Everything derived from real
+data is written only under ``out_dir`` and ``cache_dir``, both inside the workspace (or the folder the steward named
+for a workspace-free audit).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from synthrelease.checks.align import Alignment, shift_view
+from synthrelease.checks.copysearch import CopyScores, CopySearchSettings, centred_candidates, search_copies
 from synthrelease.checks.embedding import EmbeddingConfig, cached_encoder
 from synthrelease.checks.features import (
     fingerprint,
@@ -172,6 +174,7 @@ class AuditSettings:
     # native grid up to 64^3): the reported NCC is that of this grid, the coarse grid only chooses the candidates
     score_max_size: int = 64
     alignment: Alignment = field(default_factory=Alignment)
+    copies: CopySearchSettings = field(default_factory=CopySearchSettings)  # the registered copy search
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     n_boot: int = 1000
     query_batch: int = 8
@@ -342,17 +345,19 @@ class AuditContext:
         return list(self._features(which)["print"])
 
     def embeddings(self, which: str) -> torch.Tensor:
-        """Unit embeddings ``(N, d)`` from the contrastive encoder trained on ``train``, centred on the training
-        mean before scaling (cosines then compare what is patient-specific); ``real`` = train, then holdout."""
+        """Unit embeddings ``(N, d)`` from the contrastive encoder trained on the real cases, members and non-members
+        alike (train and holdout: a space learnt from members only would place them apart from unseen patients and
+        hand the membership attacks an edge the release does not give), centred on the real mean before scaling
+        (cosines then compare what is patient-specific); ``real`` = train, then holdout."""
         if which == "real":
             return self.memo("emb/real", lambda: torch.cat([self.embeddings("train"), self.embeddings("holdout")]))
 
         def compute() -> torch.Tensor:
-            train_in = self._features("train")["cube"]
+            real_in = torch.cat([self._features("train")["cube"], self._features("holdout")["cube"]])
             encoder = self.memo("encoder", lambda: cached_encoder(
-                train_in, self.cache_dir, self.settings.embedding,
+                real_in, self.cache_dir, self.settings.embedding,
                 lambda d, t: self.progress("train embedding", d, t)))
-            centre = self.memo("emb-centre", lambda: encoder.embed(train_in).mean(dim=0))
+            centre = self.memo("emb-centre", lambda: encoder.embed(real_in).mean(dim=0))
             return torch.nn.functional.normalize(encoder.embed(self._features(which)["cube"]) - centre, dim=1)
 
         return self.memo(f"emb/{which}", compute)
@@ -565,6 +570,28 @@ class AuditContext:
                     r = max(inside, key=lambda r: fine_of[r])
                     sim[qi, gi], refs[qi, gi] = fine_of[r], r
         return Matches(sim, refs, coarse.transform, pairs=pairs)
+
+    def copy_scores(self, query: str) -> CopyScores:
+        """The registered copy search (``copysearch``) of the ``synthetic`` or ``holdout`` cases against the training
+        patients, on the search grid (pooled by ``factor``). Candidates: each query's nearest training patients by
+        the dense pixel search, after centring on the centre of mass in every mirror state, and by the embedding."""
+
+        def compute() -> CopyScores:
+            n_train, k = len(self.train), min(self.settings.copies.candidates, len(self.train))
+            groups = self.standard_groups() if query == "synthetic" else (("train", None),)
+            dense = self.pixel_matches(query, groups)
+            # the pair matrix's columns start with the training patients (``_refs``)
+            pixel = dense.pairs[:, :n_train].topk(k, dim=1).indices if dense.pairs is not None \
+                else dense.reference[:, :1]
+            embedded = (self.embeddings(query) @ self.embeddings("train").T).topk(k, dim=1).indices
+            queries, references = self.volumes(query).numpy(), self.volumes("train").numpy()
+            centred = torch.from_numpy(centred_candidates(queries, references, k))
+            candidates = torch.cat([pixel, centred, embedded], dim=1).tolist()
+            return search_copies(list(queries), list(references), candidates, self.template().numpy(),
+                                 self.settings.copies,
+                                 lambda d, t: self.progress(f"register {query} cases", d, t))
+
+        return self.memo(f"copies/{query}", compute)
 
     def mask_matches(self, query: str, ref: str) -> Matches:
         """Aligned soft Dice (mean over foreground labels): best match of each ``query`` label map in ``ref``."""

@@ -1,14 +1,16 @@
-"""A self-supervised 3D encoder for the privacy and fidelity checks, trained on the workspace's training cases.
+"""A self-supervised 3D encoder for the privacy and fidelity checks, trained on the workspace's real cases.
 
-SimCLR-style contrastive learning: two randomly augmented views of one case (left-right flip, small rotation,
-shift and scaling, intensity gain and offset, noise) are positives, every other case in the batch a negative
-(MONAI's ``ContrastiveLoss``, NT-Xent). The backbone is MONAI's 3D ``ResNet`` on standardized volumes brought to a
-small cube; the embedding is its pooled feature vector, averaged over the case and its mirror image and scaled to
-unit length, so copies that were flipped, shifted or rescaled land next to their source.
+SimCLR-style contrastive learning: two randomly augmented views of one case are positives, every other case in the
+batch a negative (MONAI's ``ContrastiveLoss``, NT-Xent). The views: mirrors on every axis, rotations up to 15
+degrees, shifts up to 15% of the field of view, scaling by up to 15%, intensity gain and offset, noise: the envelope
+of the copy search, so that a copy moved within it still ranks its source among its nearest. The backbone is
+MONAI's 3D ``ResNet`` on standardized volumes brought to a small cube; the embedding is its pooled feature vector,
+averaged over the case and its mirror image and scaled to unit length.
 
-Training is seeded (weights, views and batches) and cached under the workspace's ``cache/embedding/`` keyed by the
-configuration and the training volumes' bytes: the model is derived from protected data and never leaves the
-workspace.
+The audit trains it on members and non-members alike (train and holdout), so the space favours neither side of a
+membership attack. Training is seeded (weights, views and batches) and cached under the workspace's
+``cache/embedding/`` keyed by the configuration and the volumes' bytes: the model is derived from protected data
+and never leaves the workspace.
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ class EmbeddingConfig:
     batch: int = 16  # cases per step (two views each)
     lr: float = 2e-3
     temperature: float = 0.2
-    max_rotation_deg: float = 10.0
-    max_shift: float = 0.08  # fraction of the field of view
-    max_scale: float = 0.05
+    # the copy search's envelope: a copy moved, mirrored on any axis, turned or rescaled lands next to its source
+    max_rotation_deg: float = 15.0
+    max_shift: float = 0.15  # fraction of the field of view
+    max_scale: float = 0.15
+    flip_axes: tuple[int, ...] = (0, 1, 2)  # mirrored at random on each of these (0 = x, 1 = y, 2 = z)
     noise: float = 0.1
     seed: int = 0
 
@@ -52,7 +56,7 @@ def _backbone(channels: int, widths: tuple[int, ...]) -> nn.Module:
 
 
 def augment(x: torch.Tensor, cfg: EmbeddingConfig, g: torch.Generator) -> torch.Tensor:
-    """One random view of each volume in ``(B, C, s, s, s)``: flip, rotation, shift, scale, gain, offset, noise."""
+    """One random view of each volume in ``(B, C, s, s, s)``: mirrors, rotation, shift, scale, gain, offset, noise."""
     b = x.shape[0]
 
     def uniform(*shape: int) -> torch.Tensor:
@@ -70,8 +74,9 @@ def augment(x: torch.Tensor, cfg: EmbeddingConfig, g: torch.Generator) -> torch.
             rot = r @ rot
         thetas.append(rot)
     lin = torch.stack(thetas) * (1 + uniform(b, 1, 1) * cfg.max_scale)
-    flip = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0)
-    lin[:, :, 0] *= flip[:, None]
+    for axis in cfg.flip_axes:
+        flip = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0)
+        lin[:, :, axis] *= flip[:, None]
     theta = torch.cat([lin, (uniform(b, 3) * 2 * cfg.max_shift)[:, :, None]], dim=2)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

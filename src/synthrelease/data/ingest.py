@@ -27,7 +27,7 @@ from synthrelease.data.workspace import SUBDIRS, Splits, Workspace, write_worksp
 from synthrelease.errors import InputError, LabelError
 from synthrelease.runtime.fs import atomic_directory
 
-__all__ = ["IngestOptions", "ingest", "plan_grid"]
+__all__ = ["IngestOptions", "carve_tuning", "ingest", "plan_grid"]
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,14 @@ class IngestOptions:
     roi_map: Sequence[tuple[int, str]] | None = None
     keep_id_map: bool = False
     allow_empty_labels: bool = False
+    tuning_holdout: float = 0.0  # a further patient-level split for exploratory audits (0: none)
 
     def validate(self) -> None:
         if not 0.0 <= self.holdout < 1.0:
             raise InputError(f"--holdout {self.holdout} is outside [0, 1)", fix="use a fraction such as 0.2")
+        if not 0.0 <= self.tuning_holdout < 1.0 or self.holdout + self.tuning_holdout >= 1.0:
+            raise InputError(f"--tuning-holdout {self.tuning_holdout} is outside [0, 1) or leaves no training "
+                             f"patient beside --holdout {self.holdout}", fix="use a fraction such as 0.1")
         if self.seed < 0:
             raise InputError(f"--seed {self.seed} is negative", fix="use a non-negative integer")
 
@@ -78,6 +82,23 @@ def plan_grid(source: Source, spacing: tuple[float, float, float] | None,
     return (target_spacing[0], target_spacing[1], target_spacing[2]), shape
 
 
+def carve_tuning(patient_keys: Sequence[str], train_idx: Sequence[int], fraction: float,
+                 seed: int) -> tuple[list[int], list[int]]:
+    """Move ``round(fraction * n_patients)`` patients (at least one) from the training indices to a tuning split;
+    all cases of one patient stay together. Drawn from its own seeded stream, after the train/holdout split, so the
+    holdout is the same with or without a tuning split (and without one nothing changes at all)."""
+    if fraction <= 0:
+        return list(train_idx), []
+    patients = sorted({patient_keys[i] for i in train_idx})
+    n_tune = max(1, round(fraction * len(set(patient_keys))))
+    if n_tune >= len(patients):
+        raise InputError(f"--tuning-holdout {fraction} takes {n_tune} of the {len(patients)} training patients "
+                         "and leaves none to train on", fix="lower --tuning-holdout or --holdout, or add patients")
+    order = np.random.default_rng(np.random.SeedSequence([seed, 0x7E57])).permutation(len(patients))
+    tuned = {patients[i] for i in order[:n_tune]}
+    return [i for i in train_idx if patient_keys[i] not in tuned], [i for i in train_idx if patient_keys[i] in tuned]
+
+
 def _check_labels(case: Case, source_name: str, allow_empty: bool) -> None:
     if not allow_empty and not np.any(case.labels):
         raise LabelError("label map is empty (all background)", where=f"source case {source_name}",
@@ -98,7 +119,9 @@ def ingest(src: Path, out: Path, *, modality: str, options: IngestOptions | None
                                            interpolation=opts.interpolation)
     n = len(source.cases)
     pseudonyms = draw_pseudonyms(n, rng)
-    train_idx, holdout_idx = split_patients([c.patient_key for c in source.cases], opts.holdout, rng)
+    keys = [c.patient_key for c in source.cases]
+    train_idx, holdout_idx = split_patients(keys, opts.holdout, rng)
+    train_idx, tuning_idx = carve_tuning(keys, train_idx, opts.tuning_holdout, opts.seed)
 
     with atomic_directory(Path(out)) as tmp:
         for sub in SUBDIRS:
@@ -126,7 +149,8 @@ def ingest(src: Path, out: Path, *, modality: str, options: IngestOptions | None
         _write_real_metadata(tmp, source, channels, records, headers)
         low, high = reference_range([_record(r) for r in records.values()])
         splits = Splits(tuple(sorted(pseudonyms[i] for i in train_idx)),
-                        tuple(sorted(pseudonyms[i] for i in holdout_idx)), opts.seed)
+                        tuple(sorted(pseudonyms[i] for i in holdout_idx)), opts.seed,
+                        tuple(sorted(pseudonyms[i] for i in tuning_idx)))
         (tmp / "splits.json").write_text(splits.to_json())
         write_workspace_toml(tmp, _workspace_config(source, channels, config, low, high, opts, splits))
         if opts.keep_id_map:
@@ -163,18 +187,21 @@ def _workspace_config(source: Source, channels: tuple[str, ...], config: Preproc
         "modality": source.modality.value,
         "channels": list(channels),
         "source_layout": source.layout.value,
-        "n_cases": len(splits.train) + len(splits.holdout),
+        "n_cases": len(splits.train) + len(splits.holdout) + len(splits.tuning),
         "labels": source.schema.labels_json(),
     }
     if source.schema.regions:
         data["regions"] = source.schema.regions_json()
     pre = config.to_dict()
     pre["reference"] = {"low": [float(v) for v in low], "high": [float(v) for v in high]}
+    split: dict[str, Any] = {"unit": "patient", "seed": opts.seed, "holdout_fraction": opts.holdout,
+                             "n_train": len(splits.train), "n_holdout": len(splits.holdout)}
+    if splits.tuning:  # only then: a workspace without a tuning split keeps its bytes
+        split |= {"tuning_fraction": opts.tuning_holdout, "n_tuning": len(splits.tuning)}
     return {
         "synthrelease_version": __version__,
         "data": data,
         "preprocessing": pre,
-        "split": {"unit": "patient", "seed": opts.seed, "holdout_fraction": opts.holdout,
-                  "n_train": len(splits.train), "n_holdout": len(splits.holdout)},
+        "split": split,
         "privacy": {"id_map_written": opts.keep_id_map},
     }

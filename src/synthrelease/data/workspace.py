@@ -3,7 +3,7 @@
 ```
 workspace/
   workspace.toml   modality, label schema, preprocessing, seeds
-  splits.json      {"train": [...], "holdout": [...], "seed": int}  (patient-level)
+  splits.json      {"train": [...], "holdout": [...], "seed": int}  (patient-level; optional "tuning": [...])
   real/            preprocessed real cohort, nnU-Net raw layout (+ preprocessing.json, headers/)
   models/ synthetic/ cache/ audits/
 ```
@@ -34,28 +34,37 @@ SUBDIRS = ("real", "models", "synthetic", "cache", "audits")
 
 @dataclass(frozen=True)
 class Splits:
-    """Patient-level split of the real cohort: ``train`` (the generator sees it) and ``holdout`` (never seen)."""
+    """Patient-level split of the real cohort: ``train`` (the generator sees it), ``holdout`` (never seen; the
+    release gate's privacy baseline and test set) and, optionally, ``tuning`` (never seen either, nor part of the
+    gate holdout: exploratory audits compare against it while generator settings are chosen)."""
 
     train: tuple[str, ...]
     holdout: tuple[str, ...]
     seed: int
+    tuning: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        both = set(self.train) & set(self.holdout)
-        if both:
-            raise WorkspaceError(f"cases {sorted(both)[:3]} are in both train and holdout",
-                                 fix="re-create the workspace with ingest")
+        named = (("train", self.train), ("holdout", self.holdout), ("tuning", self.tuning))
+        for i, (a, ids_a) in enumerate(named):
+            for b, ids_b in named[i + 1:]:
+                both = set(ids_a) & set(ids_b)
+                if both:
+                    raise WorkspaceError(f"cases {sorted(both)[:3]} are in both {a} and {b}",
+                                         fix="re-create the workspace with ingest")
 
     def to_json(self) -> str:
-        return json.dumps({"train": list(self.train), "holdout": list(self.holdout), "seed": self.seed},
-                          indent=2) + "\n"
+        """The ``splits.json`` text; "tuning" only when there is one (workspaces without it keep their bytes)."""
+        data: dict[str, Any] = {"train": list(self.train), "holdout": list(self.holdout)}
+        if self.tuning:
+            data["tuning"] = list(self.tuning)
+        return json.dumps({**data, "seed": self.seed}, indent=2) + "\n"
 
     @classmethod
     def read(cls, path: Path) -> Splits:
         try:
             d = json.loads(path.read_text())
-            return cls(tuple(d["train"]), tuple(d["holdout"]), int(d["seed"]))
-        except (OSError, ValueError, KeyError, TypeError):
+            return cls(tuple(d["train"]), tuple(d["holdout"]), int(d["seed"]), tuple(d.get("tuning", ())))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             raise WorkspaceError("is missing or malformed", where=path,
                                  fix="re-create the workspace with 'synthrelease ingest'") from None
 
@@ -93,7 +102,7 @@ class Workspace:
         return self.root / name
 
     def real(self) -> Cohort:
-        """Every preprocessed real case (train and holdout), lazily loaded."""
+        """Every preprocessed real case (train, holdout and tuning), lazily loaded."""
         return read_nnunet(self.dir("real"), modality=self.modality, name="real")
 
     def train(self) -> Cohort:
@@ -102,12 +111,21 @@ class Workspace:
     def holdout(self) -> Cohort:
         return self.real().subset(list(self.splits.holdout), name="holdout")
 
+    def tuning(self) -> Cohort:
+        """The tuning split (``ingest --tuning-holdout``): real patients neither the generator nor the gate sees."""
+        if not self.splits.tuning:
+            raise WorkspaceError("has no tuning split", where=self.root / "splits.json",
+                                 fix="re-create the workspace with 'synthrelease ingest ... --tuning-holdout 0.1', "
+                                     "or audit on the holdout")
+        return self.real().subset(list(self.splits.tuning), name="tuning")
+
     def preprocessing_records(self) -> dict[str, Any]:
         return dict(json.loads((self.dir("real") / "preprocessing.json").read_text())["cases"])
 
     def __repr__(self) -> str:
+        tuning = f", tuning={len(self.splits.tuning)}" if self.splits.tuning else ""
         return (f"Workspace({str(self.root)!r}, modality={self.modality.value}, train={len(self.splits.train)}, "
-                f"holdout={len(self.splits.holdout)})")
+                f"holdout={len(self.splits.holdout)}{tuning})")
 
 
 def write_workspace_toml(root: Path, config: dict[str, Any]) -> None:

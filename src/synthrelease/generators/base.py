@@ -123,6 +123,13 @@ class Generator(ABC):
         """Facts about how samples are made (mask source, ...), written into a synthetic set's provenance."""
         return {}
 
+    def membership_scores(self, images: torch.Tensor, classes: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+        """White-box membership-inference scores of real cases (the audit's ``privacy.whitebox``; see
+        ``generators.membership``): images (B, C, Z, Y, X) in model range and class maps (B, Z, Y, X) as training
+        sees them; per attack ``(B,)`` scores or ``(B, K)`` components, higher = more likely a training case; every
+        draw seeded by ``seed``. ``{}``: this generator has no white-box attack."""
+        return {}
+
     # -- helpers for implementations -------------------------------------------------------------------------
     def net(self, name: str) -> nn.Module:
         """The module ``name`` as training should call it (DDP-wrapped when distributed)."""

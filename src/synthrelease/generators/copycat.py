@@ -17,7 +17,8 @@ from torch import nn
 from synthrelease.errors import InputError
 from synthrelease.generators.base import Generator, StepLosses
 from synthrelease.generators.config import GeneratorConfig
-from synthrelease.generators.data import DataSpec, TrainingData, shift_volume
+from synthrelease.generators.data import DataSpec, TrainingData, labels_to_onehot, shift_volume
+from synthrelease.generators.membership import nearest_stored
 
 __all__ = ["CopycatConfig", "CopycatGenerator"]
 
@@ -64,6 +65,17 @@ class CopycatGenerator(Generator):
 
     def training_step(self, images: torch.Tensor, classes: torch.Tensor, step: int) -> StepLosses:
         return {"stored_cases": float(self._images.shape[0])}
+
+    def membership_scores(self, images: torch.Tensor, classes: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+        """``nearest_stored``: minus the distance (mean squared difference over image and one-hot channels) to the
+        closest stored case; a training case is stored, so it scores 0 (the negative control of the attacks)."""
+        n_labels = self.spec_.n_labels
+
+        def flat(img: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
+            return torch.cat([img.flatten(1), labels_to_onehot(lab, n_labels).flatten(1)], dim=1)
+
+        return {"nearest_stored": nearest_stored(flat(images, classes), self._images.shape[0],
+                                                 lambda part: flat(self._images[part], self._classes[part]))}
 
     def generate(self, n: int, generator: torch.Generator, **options: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if options:

@@ -30,6 +30,7 @@ from synthrelease.generators.base import Generator, StepLosses, ema_model
 from synthrelease.generators.config import GeneratorConfig, config_from_dict
 from synthrelease.generators.data import DataSpec, TrainingData, labels_to_onehot, onehot_to_labels
 from synthrelease.generators.mask_source import MASK_SOURCES, MaskSource
+from synthrelease.generators.membership import denoising_scores, secmi_scores
 
 __all__ = ["DDPMConfig", "DDPMGenerator", "DiffusionConfig", "DiffusionGenerator"]
 
@@ -192,6 +193,24 @@ class DiffusionGenerator(Generator):
         return {"loss": float(loss.detach())}
 
     @torch.no_grad()
+    def diffusion_membership(self, x0: torch.Tensor, cond: torch.Tensor | None, seed: int,
+                             weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """White-box membership scores of clean inputs ``x0`` (as training diffuses them, conditioned on ``cond``,
+        channels weighted by ``weights``) under the EMA U-Net that samples: the loss attack (``diffusion_loss``,
+        one component per timestep) and SecMI's t-error (``secmi``); see ``generators.membership``. fp32."""
+        model = self.ema_.module.eval()
+        x0 = x0.to(self.device).float()
+        c = None if cond is None else cond.to(self.device).float()
+
+        def predict(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = model(x if c is None else torch.cat([x, c], 1), timesteps=t)
+            return out.float()
+
+        pred = self.config.prediction_type
+        return {"diffusion_loss": denoising_scores(predict, x0, self.scheduler_, pred, seed, weights=weights).cpu(),
+                "secmi": secmi_scores(predict, x0, self.scheduler_.alphas_cumprod, pred).cpu()}
+
+    @torch.no_grad()
     def denoise(self, shape: Sequence[int], generator: torch.Generator, cond: torch.Tensor | None = None,
                 **options: Any) -> torch.Tensor:
         """Sample ``shape`` from noise with the EMA U-Net. Options: ``sampler``, ``steps`` (DDIM), ``eta`` (DDIM)."""
@@ -293,6 +312,15 @@ class DDPMGenerator(DiffusionGenerator):
         if self.joint:
             return self.denoise_step(torch.cat([images, onehot], 1))
         return self.denoise_step(images, cond=onehot)
+
+    def membership_scores(self, images: torch.Tensor, classes: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+        """The diffusion attacks on what training diffuses (joint: image + one-hot channels; conditioned: the image
+        given the one-hot map), and, when conditioned, the mask source's attacks (``mask_...``)."""
+        onehot = labels_to_onehot(classes, self.spec_.n_labels)
+        if self.mask_source_ is None:
+            return self.diffusion_membership(torch.cat([images, onehot], 1), None, seed)
+        return {**self.diffusion_membership(images, onehot, seed),
+                **self.mask_source_.membership_scores(images, classes, seed)}
 
     def generate(self, n: int, generator: torch.Generator, **options: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Options: ``sampler``, ``steps``, ``eta``. With ``mask_source = "train"`` sample ``i`` (counting from

@@ -47,6 +47,7 @@ from synthrelease.errors import InputError
 from synthrelease.generators.base import Generator, Progress, StepLosses, ema_model
 from synthrelease.generators.config import GeneratorConfig
 from synthrelease.generators.data import DataSpec, TrainingData, labels_to_onehot
+from synthrelease.generators.membership import denoising_scores, secmi_scores, shared_noise
 
 __all__ = ["LDMConfig", "LatentDiffusionGenerator"]
 
@@ -320,6 +321,46 @@ class LatentDiffusionGenerator(Generator):
         self._ema.to(self.device)
         self._ema.update_parameters(self._unet)
         return {"diffusion_mse": loss.item()}
+
+    # -- white-box membership inference (privacy.whitebox) -----------------------------------------------------
+    @torch.no_grad()
+    def membership_scores(self, images: torch.Tensor, classes: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+        """On each case as training encodes it (and its mirror image when ``flip``: training saw both; the scores
+        are averaged): ``ae_reconstruction``, minus the autoencoder's reconstruction losses of the mean latent (L1
+        on the image channels, cross-entropy on the label logits: one component each; Hilprecht et al. 2019's
+        reconstruction attack); once the diffusion phase has started, the loss attack (``diffusion_loss``) and
+        SecMI's t-error (``secmi``) on the scaled latent under the EMA U-Net (``generators.membership``)."""
+        x = self._inputs(images[:, :self._n_img].to(self.device).float(), classes.to(self.device))
+        views = [(x, classes.to(self.device))]
+        if self.config.flip:
+            views.append((x.flip(-1), classes.to(self.device).flip(-1)))
+        parts = [self._membership_view(v, c, seed) for v, c in views]
+        return {name: torch.stack([p[name] for p in parts]).mean(dim=0) for name in parts[0]}
+
+    def _membership_view(self, x: torch.Tensor, classes: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+        """The attacks of ``membership_scores`` on one orientation of the encoder's input ``x``."""
+        ae, c = self._ae.eval(), self._n_img
+        mu, sigma = ae.encode(x)
+        recon = ae.decode(mu).float()
+        losses = [F.cross_entropy(recon[:, c:], classes, reduction="none").flatten(1).mean(dim=1)]
+        if c:
+            losses.insert(0, (recon[:, :c] - x[:, :c]).abs().flatten(1).mean(dim=1))
+        out = {"ae_reconstruction": -torch.stack(losses, dim=1).cpu()}
+        if self.scale_factor_ is None:  # the diffusion phase never started: only the autoencoder was trained
+            return out
+        z = mu.float()
+        if self.config.latent_noise:  # training drew latents from the encoder's distribution: one fixed draw
+            z = z + sigma.float() * shared_noise(z, seed, 0x1A7)
+        z = z * self.scale_factor_
+        unet, pred = self._ema_unet(), self.config.prediction_type
+
+        def predict(noisy: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            result: torch.Tensor = unet(noisy, timesteps=t)
+            return result.float()
+
+        out["diffusion_loss"] = denoising_scores(predict, z, self._scheduler, pred, seed).cpu()
+        out["secmi"] = secmi_scores(predict, z, self._scheduler.alphas_cumprod, pred).cpu()
+        return out
 
     # -- sampling ----------------------------------------------------------------------------------------------
     def generate(self, n: int, generator: torch.Generator, **options: Any) -> tuple[torch.Tensor, torch.Tensor]:

@@ -113,6 +113,11 @@ class MaskDiffusionGenerator(DiffusionGenerator):
     def training_step(self, images: torch.Tensor, classes: torch.Tensor, step: int) -> StepLosses:
         return self.denoise_step(self.encode(classes), weights=self.weights_)
 
+    def membership_scores(self, images: torch.Tensor, classes: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+        """The diffusion attacks on the pooled one-hot maps, class channels weighted as in training (images are not
+        modelled)."""
+        return self.diffusion_membership(self.encode(classes.to(self.device)), None, seed, weights=self.weights_)
+
     def generate(self, n: int, generator: torch.Generator, **options: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` label maps (options: ``sampler``, ``steps``, ``eta``); images are all -1."""
         n_labels, grid = self.spec_.n_labels, self.layout(self.spec_)[2]

@@ -15,6 +15,7 @@ import torch
 
 from synthrelease.errors import InputError
 from synthrelease.generators.data import DataSpec, TrainingData
+from synthrelease.generators.membership import nearest_stored_labels
 
 __all__ = ["MASK_SOURCES", "MaskSource"]
 
@@ -56,6 +57,17 @@ class MaskSource:
             raise InputError("mask generator is not trained", fix="fit it first")
         with torch.no_grad():
             return self._model.generate(n, generator)[1].cpu()
+
+    def membership_scores(self, images: torch.Tensor, classes: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+        """White-box membership scores of real label maps against this source, each name prefixed ``mask_``:
+        ``train``: minus the share of voxels in which a map differs from its closest kept training map
+        (``mask_stored``); ``generated``: the mask generator's own attacks."""
+        if self.kind == "train":
+            return {} if self._masks is None else {"mask_stored": nearest_stored_labels(classes, self._masks)}
+        if self._model is None:
+            return {}
+        scores = self._model.membership_scores(images, classes, seed)
+        return {f"mask_{name}": value for name, value in scores.items()}
 
     def state(self) -> dict[str, Any]:
         if self.kind == "train":

@@ -185,6 +185,39 @@ class ShapeModelGenerator(Generator):
         self.explained_ = float(state["explained"])
         self.position_ = state["position"].float()
 
+    def membership_scores(self, images: torch.Tensor, classes: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+        """``shape_loglik``: each label map's log-likelihood under the fitted model, constants dropped: its
+        (aligned) signed distances under probabilistic PCA (Tipping & Bishop 1999: the modes' Gaussian plus isotropic
+        noise whose variance is the mean variance the modes leave out) and, with ``align``, its position under the
+        positions' normal fit. Training maps lie in the span of the modes (all of it with N - 1 modes), so they
+        leave no residual; an unseen map does."""
+        classes = classes.cpu().long()
+        score = torch.zeros(classes.shape[0], dtype=torch.float64)
+        if self.config.align:
+            offsets = torch.stack([centroid_offset(c) for c in classes])
+            classes = torch.stack([shift_volume(c[None], [-_whole(float(o)) for o in off], 0)[0]
+                                   for c, off in zip(classes, offsets, strict=True)])
+            mean, sd = self.position_[0].double(), self.position_[1].double()
+            spread = sd > 0
+            score -= 0.5 * (((offsets - mean)[:, spread] / sd[spread]) ** 2).sum(dim=1)
+        d = self.features(classes).flatten(1).double() - self.mean_.double()
+        modes, sigma = self.modes_.double(), self.sigma_.double()
+        coeff = d @ modes.T  # (B, k)
+        kept = sigma > 0
+        score -= 0.5 * ((coeff[:, kept] / sigma[kept]) ** 2).sum(dim=1)
+        residual = (d - coeff @ modes).pow(2).sum(dim=1)
+        score -= 0.5 * residual / self._residual_variance(d.shape[1])
+        return {"shape_loglik": score.float()}
+
+    def _residual_variance(self, dims: int) -> float:
+        """Per-dimension variance left out of the modes (PPCA's noise variance), floored at a millionth of the
+        mean variance per dimension (zero when the modes explain everything)."""
+        kept = float((self.sigma_.double() ** 2).sum())
+        k = int(self.modes_.shape[0])
+        total = kept / self.explained_ if self.explained_ > 0 else kept
+        floor = 1e-6 * total / dims if total > 0 else 1e-6
+        return max((total - kept) / max(dims - k, 1), floor)
+
     def distances(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` drawn distance maps on the full grid: (n, L - 1, Z, Y, X)."""
         k = self.modes_.shape[0]

@@ -45,13 +45,18 @@ import torch
 from torch import nn
 
 from synthrelease.errors import InputError
-from synthrelease.generators.base import Generator, StepLosses, ema_model
+from synthrelease.generators.base import Generator, StepLosses, derive_seed, ema_model
 from synthrelease.generators.config import GeneratorConfig, config_from_dict
 from synthrelease.generators.data import DataSpec, TrainingData, labels_to_onehot
 from synthrelease.generators.mask_source import MASK_SOURCES, MaskSource
 from synthrelease.generators.wgan_nets import CRITIC_NORMS, Critic, StyleUNet, gradient_penalty, level_shapes
 
 __all__ = ["WGANConfig", "WGANGenerator", "gradient_penalty"]
+
+# GAN-Leaks' white-box reconstruction (``membership_scores``): latent starts, Adam steps on z, and its rate
+RECON_STARTS = 4
+RECON_STEPS = 20
+RECON_LR = 0.05
 
 
 @dataclass(frozen=True)
@@ -236,6 +241,44 @@ class WGANGenerator(Generator):
             critic_plain.requires_grad_(True)
         out.update(generator=loss_g.item(), g_adv=adv.item(), g_l1=l1.item(), g_tumour_mse=mse.item())
         return out
+
+    # -- white-box membership inference (privacy.whitebox) -----------------------------------------------------
+    def membership_scores(self, images: torch.Tensor, classes: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+        """``critic``: the critic's score of (real image, its label map), higher = judged real (LOGAN's white-box
+        attack, Hayes et al. 2019); ``reconstruction``: minus the closest the sampling (EMA) generator comes to the
+        image for that label map over latent codes optimised by gradient descent (GAN-Leaks white-box, Chen et al.
+        2020); and the mask source's attacks (``mask_...``)."""
+        cond = labels_to_onehot(classes, self.spec_.n_labels).to(self.device)
+        real = images.to(self.device).float()
+        critic = self._critic.eval()
+        with torch.no_grad():
+            scores = critic(real, cond).float().cpu()
+        recon = torch.stack([self._reconstruction_error(real[i:i + 1], cond[i:i + 1], seed)
+                             for i in range(real.shape[0])])
+        return {"critic": scores, "reconstruction": -recon,
+                **self.mask_source_.membership_scores(images, classes, seed)}
+
+    def _reconstruction_error(self, real: torch.Tensor, cond: torch.Tensor, seed: int) -> torch.Tensor:
+        """The lowest mean squared error between one real image ``(1, C, ...)`` and the EMA generator's image for its
+        label map, over ``RECON_STARTS`` latent codes (the same seeded starts for every case, refined together) each
+        refined by ``RECON_STEPS`` Adam steps; the voxel noise is one fixed draw, so only z moves."""
+        net = self._ema.module.eval()
+        z = torch.randn(RECON_STARTS, self.config.z_dim, generator=torch.Generator().manual_seed(
+            derive_seed(seed, 0x2A7))).to(self.device).requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=RECON_LR)
+        best = torch.full((RECON_STARTS,), float("inf"))
+        conds = cond.expand(RECON_STARTS, *cond.shape[1:])
+        with torch.enable_grad():
+            for step in range(RECON_STEPS + 1):
+                noise = torch.Generator().manual_seed(derive_seed(seed, 0x2A8))
+                err = (net(conds, z, noise).float() - real).pow(2).flatten(1).mean(dim=1)  # one per start
+                best = torch.minimum(best, err.detach().cpu())
+                if step == RECON_STEPS:
+                    break
+                opt.zero_grad(set_to_none=True)
+                err.sum().backward()  # the starts are independent: each z gets its own error's gradient
+                opt.step()
+        return best.min()
 
     # -- sampling ----------------------------------------------------------------------------------------------
     def generate(self, n: int, generator: torch.Generator, **options: Any) -> tuple[torch.Tensor, torch.Tensor]:

@@ -51,6 +51,22 @@ def _generation(info: PackageInfo) -> list[str]:
     return ["| | |", "|---|---|", *[f"| {k} | {_value(v)} |" for k, v in rows if v is not None]]
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _history(info: PackageInfo) -> list[str]:
+    """How often these exact files were audited: a gate re-run until it passed shows as gating audits that failed."""
+    h, seed = info.history, (info.provenance.get("audit") or {}).get("seed")
+    n, gating, failed = int(h.get("n_audits", 0)), int(h.get("n_gating", 0)), int(h.get("n_failed", 0))
+    return [f"Audit history: the steward's audit log records {_plural(n, 'audit')} of exactly these files (same "
+            f"sha256), {gating} gating and {n - gating} exploratory; {failed} of them failed. "
+            f"A gating audit's seed ({_value(seed)} here) is derived from the set's and the policy's sha256, so "
+            "re-running the gate draws the same seed, not a luckier one; exploratory audits (an explicit seed, or "
+            "a tuning split in place of the holdout) cannot clear a set for release. `provenance.json` holds these "
+            "counts under `audit.history`."]
+
+
 def render_card(info: PackageInfo) -> str:
     """The package's README.md."""
     report, policy, data = info.report, info.policy, info.report.get("data") or {}
@@ -86,6 +102,8 @@ def render_card(info: PackageInfo) -> str:
         f"(sha256 `{policy.get('sha256')}`): {policy.get('description', '')}",
         "",
         *_rules_table(report),
+        "",
+        *_history(info),
         "",
         f"Privacy checks that ran: {', '.join(f'`{c}`' for c in info.privacy_checks) or 'none'}. Export searched "
         "every file name and content (decompressed too) for the identifiers of the real cohort and found none.",

@@ -1,7 +1,8 @@
 """What a package says about itself: ``provenance.json`` and the facts the dataset card and Croissant share.
 
 ``provenance.json`` is built from an allow-list of the set's sampling provenance (generator, mode, mask source,
-seeds, config and checkpoint sha256, grid) plus the audit's policy and verdict. An allow-list, not a deny-list: a
+seeds, config and checkpoint sha256, grid) plus the audit's policy, verdict and gating seed, and the audit log's
+count of every audit of these exact files (so a gate re-run until it passed shows). An allow-list, not a deny-list: a
 field added to sampling provenance later (a run name, a path) stays in the workspace until someone decides it may
 leave. No real case id, no workspace path, no run name.
 """
@@ -58,8 +59,11 @@ def package_provenance(clearance: Clearance, *, name: str, version: str, license
         "synthetic_set": {"sha256": clearance.set_sha256, "n_cases": synthetic.get("n_cases")},
         "audit": {"verdict": report.get("verdict"), "schema_version": report.get("schema_version"),
                   "tool_version": (report.get("tool") or {}).get("version"), "seed": report.get("seed"),
+                  "gating": report.get("gating"),
                   "policy": {"name": policy.get("name"), "sha256": policy.get("sha256"),
-                             "release": policy.get("release")}},
+                             "release": policy.get("release")},
+                  # every audit of this set's sha256 in the workspace's log, under any policy, seed or split
+                  "history": clearance.history.to_dict()},
     }
 
 
@@ -95,6 +99,11 @@ class PackageInfo:
     @property
     def policy(self) -> Mapping[str, Any]:
         return self.report.get("policy") or {}
+
+    @property
+    def history(self) -> Mapping[str, Any]:
+        """The audit log's counts for this set's files: n_audits, n_gating, n_failed."""
+        return (self.provenance.get("audit") or {}).get("history") or {}
 
     @property
     def privacy_checks(self) -> list[str]:

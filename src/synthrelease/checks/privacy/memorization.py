@@ -21,6 +21,7 @@ import numpy as np
 
 from synthrelease.checks.base import Check, Direction, Metric
 from synthrelease.checks.context import AuditContext
+from synthrelease.checks.copysearch import CopyThreshold, calibrate
 from synthrelease.checks.figures import triptych
 from synthrelease.checks.registry import register
 from synthrelease.checks.stats import binomial_ci
@@ -28,18 +29,35 @@ from synthrelease.checks.stats import binomial_ci
 __all__ = ["MaskMemorizationCheck", "MemorizationCheck"]
 
 
-def _fraction_metric(flags: np.ndarray, description: str) -> Metric:
-    """The flagged share with its exact (Clopper-Pearson) 95% interval: unlike a bootstrap, which gives [0, 0] for
-    0 of 5 flagged, its upper bound says how little a small set proves (0 of 5: up to 52%)."""
-    lo, hi = binomial_ci(int(flags.sum()), len(flags))
+def _fraction_metric(flags: np.ndarray, description: str, n_holdout: int | None = None) -> Metric:
+    """The flagged share with an exact 95% interval. Given ``n_holdout`` (tau is the highest of that many holdout
+    similarities): the interval of the share flagged beyond chance (``stats.exceedance_share_ci``), which allows for
+    every flag sharing one random tau, so chance flags are beta-binomial, not independent. Without it: the
+    Clopper-Pearson interval of the flag rate against this tau. Unlike a bootstrap, which gives [0, 0] for 0 of 5
+    flagged, either upper bound says how little a small set proves (0 of 5: up to about 50%)."""
+    from synthrelease.checks.stats import exceedance_share_ci
+
+    k, n = int(flags.sum()), len(flags)
+    lo, hi = binomial_ci(k, n) if n_holdout is None else exceedance_share_ci(k, n, n_holdout)
     return Metric(float(flags.mean()), Direction.LOWER, description, lo, hi)
 
 
 def _chance_metric(n_holdout: int) -> Metric:
     """If synthetic cases were exchangeable with unseen patients, each would exceed tau (the highest of
-    ``n_holdout`` holdout similarities) with probability ``1 / (n_holdout + 1)``: the flag rate of a generator that
-    memorized nothing, which a policy allows for."""
-    return Metric(1.0 / (n_holdout + 1), Direction.INFO, "flag rate expected by chance: 1 / (n_holdout + 1)")
+    ``n_holdout`` holdout similarities) with probability ``1 / (n_holdout + 1)`` on average over tau: the mean flag
+    rate of a generator that memorized nothing. Its spread is wide (Beta(1, n_holdout)), so a policy judges
+    ``flagged_p_value`` (``_p_value_metric``), not the distance of the share from this rate."""
+    return Metric(1.0 / (n_holdout + 1), Direction.INFO, "mean flag rate expected by chance: 1 / (n_holdout + 1)")
+
+
+def _p_value_metric(flags: np.ndarray, n_holdout: int) -> Metric:
+    """``flagged_p_value``: the chance of at least this many flags if the synthetic cases were exchangeable with
+    the ``n_holdout`` holdout cases (beta-binomial; ``stats.exceedance_p_value``). Exact, so a rule
+    ``flagged_p_value >= alpha`` fails a generator that memorized nothing with probability at most alpha."""
+    from synthrelease.checks.stats import exceedance_p_value
+
+    return Metric(exceedance_p_value(int(flags.sum()), len(flags), n_holdout), Direction.HIGHER,
+                  "p of at least this many flags by chance (beta-binomial null: one shared tau)")
 
 
 def _figures(ctx: AuditContext, order: np.ndarray, nearest: np.ndarray, transforms: np.ndarray, kind: str,
@@ -64,6 +82,23 @@ def _figures(ctx: AuditContext, order: np.ndarray, nearest: np.ndarray, transfor
     return out
 
 
+def copy_metrics(line: CopyThreshold, stat: np.ndarray, kind: str) -> dict[str, Metric]:
+    """``n_copies`` (cases beyond the per-copy line: one is a breach, so policies fail on any), the line and the
+    largest statistic of the set and of the holdout beside it."""
+    finite = stat[np.isfinite(stat)]
+    return {
+        "n_copies": Metric(int((stat > line.threshold).sum()), Direction.LOWER,
+                           f"{kind} beyond the per-copy line (calibrated on unseen patients, extreme-value fit)"),
+        "copy_threshold": Metric(line.threshold, Direction.INFO,
+                                 f"per-copy line: Gumbel quantile 1 - {line.alpha:g} / {line.n_judged} of the "
+                                 "holdout's standardized scores, at least their maximum"),
+        "copy_statistic_max": Metric(float(finite.max()) if finite.size else 0.0, Direction.LOWER,
+                                     f"largest standardized copy score of the {kind}"),
+        "holdout_copy_statistic_max": Metric(line.holdout_max, Direction.INFO,
+                                             "largest standardized copy score of an unseen patient"),
+    }
+
+
 @register
 class MemorizationCheck(Check):
     name = "privacy.memorization"
@@ -86,7 +121,8 @@ class MemorizationCheck(Check):
         order = np.argsort(-s_pix, kind="stable")
         shown = order[flags[order]] if flags.any() else order[:3]
         metrics = {
-            "flagged_fraction": _fraction_metric(flags, "share of synthetic cases flagged"),
+            "flagged_fraction": _fraction_metric(flags, "share of synthetic cases flagged", len(h_pix)),
+            "flagged_p_value": _p_value_metric(flags, len(h_pix)),
             "chance_rate": _chance_metric(len(h_pix)),
             "n_flagged": Metric(int(flags.sum()), Direction.LOWER, "synthetic cases flagged"),
             "tau": Metric(tau_pix, Direction.INFO, "pixel NCC threshold: the highest holdout-to-train similarity"),
@@ -98,7 +134,18 @@ class MemorizationCheck(Check):
             "holdout_median_similarity": Metric(float(np.median(h_pix)), Direction.INFO,
                                                 "median holdout-to-train NCC"),
         }
+        # the per-copy rule: the registered search (mirrors on every axis, rotations, scale, large shifts), whole
+        # field of view and its halves and octants, against a line calibrated on the holdout's own search
+        found, baseline = ctx.copy_scores("synthetic"), ctx.copy_scores("holdout")
+        line = calibrate(baseline.ncc, len(ids), ctx.settings.copies.alpha)
+        stat, region = line.statistic(found.ncc)
+        metrics.update(copy_metrics(line, stat, "synthetic cases"))
+        copies = [{"synthetic": ids[i], "nearest_train": train_ids[int(found.reference[i, region[i]])],
+                   "score": round(float(stat[i]), 3), "ncc": round(float(found.ncc[i, region[i]]), 4),
+                   "region": found.regions[region[i]], "alignment": found.alignment[i][region[i]]}
+                  for i in np.flatnonzero(stat > line.threshold)]
         evidence = {
+            "copies": copies,
             "flagged": [{"synthetic": ids[i], "nearest_train": train_ids[int(nearest[i])], "ncc": float(s_pix[i]),
                          "cosine": float(s_emb[i]), "alignment": ctx.settings.alignment.describe(int(transforms[i]))}
                         for i in np.flatnonzero(flags)],
@@ -125,7 +172,8 @@ class MaskMemorizationCheck(Check):
         flags = s_dice > tau
         ids, train_ids = ctx.synthetic.case_ids, ctx.train.case_ids
         metrics = {
-            "flagged_fraction": _fraction_metric(flags, "share of label maps flagged"),
+            "flagged_fraction": _fraction_metric(flags, "share of label maps flagged", len(h_dice)),
+            "flagged_p_value": _p_value_metric(flags, len(h_dice)),
             "chance_rate": _chance_metric(len(h_dice)),
             "n_flagged": Metric(int(flags.sum()), Direction.LOWER, "label maps flagged"),
             "tau": Metric(tau, Direction.INFO, "Dice threshold: the highest holdout-to-train label-map Dice"),
@@ -133,7 +181,16 @@ class MaskMemorizationCheck(Check):
             "median_dice": Metric(float(np.median(s_dice)), Direction.INFO, "median synthetic-to-train Dice"),
             "holdout_median_dice": Metric(float(np.median(h_dice)), Direction.INFO, "median holdout-to-train Dice"),
         }
+        # the per-copy rule for label maps: the aligned Dice against a line calibrated on the holdout's Dice (one
+        # region: the whole map); a copied image carries its map along, which the image's registered search finds
+        line = calibrate(h_dice[:, None], len(ids), ctx.settings.copies.alpha)
+        stat = line.statistic(s_dice[:, None])[0]
+        metrics.update(copy_metrics(line, stat, "synthetic label maps"))
         evidence = {
+            "copies": [{"synthetic": ids[i], "nearest_train": train_ids[int(nearest[i])],
+                        "score": round(float(stat[i]), 3), "dice": round(float(s_dice[i]), 4), "region": "whole",
+                        "alignment": ctx.settings.alignment.describe(int(transforms[i]))}
+                       for i in np.flatnonzero(stat > line.threshold)],
             "flagged": [{"synthetic": ids[i], "nearest_train": train_ids[int(nearest[i])], "dice": float(s_dice[i]),
                          "alignment": ctx.settings.alignment.describe(int(transforms[i]))}
                         for i in np.flatnonzero(flags)],

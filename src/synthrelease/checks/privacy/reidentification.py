@@ -5,8 +5,11 @@ around the nose tip (``face.face_depth_map``); training faces form the attacker'
 re-identified when its rank-1 gallery face is more similar than any two distinct gallery patients are to each
 other (the attacker's acceptance threshold, calibrated on the gallery). ``rank1_rate`` is that share for the
 synthetic faces, ``baseline_rate`` the share for holdout faces, who are in no gallery: the rate of false matches
-by chance (about ``2 / (n_gallery + 1)`` for faces as alike as two patients are). The same linkage in the
-contrastive embedding is reported beside it (the generic form, for scans without a face).
+by chance (about ``2 / (n_gallery + 1)`` for faces as alike as two patients are). Both are estimates: the rank-1
+rate carries an exact (Clopper-Pearson) 95% interval, and ``excess_p_value`` is the one-sided p-value that synthetic
+faces are accepted more often than holdout faces (Fisher's exact test: exact when synthetic and holdout faces are
+exchangeable, although all are judged against one gallery and one threshold). The same linkage in the contrastive
+embedding is reported beside it (the generic form, for scans without a face).
 Skipped, with the reason, when too few faces are in view.
 """
 
@@ -20,7 +23,7 @@ from synthrelease.checks.base import Check, Direction, Metric, Skip
 from synthrelease.checks.context import AuditContext
 from synthrelease.checks.privacy.face import FaceMap, face_depth_map, face_similarity, gallery_threshold, rank1_rate
 from synthrelease.checks.registry import register
-from synthrelease.checks.stats import bootstrap_ci
+from synthrelease.checks.stats import binomial_ci, excess_rate_p_value
 from synthrelease.data.cohort import Cohort
 
 __all__ = ["ReidentificationCheck"]
@@ -69,14 +72,17 @@ class ReidentificationCheck(Check):
                        "re-identification needs faces on both sides", not_applicable=len(probes) == 0)
         threshold = gallery_threshold(face_similarity(gallery, gallery))
         rate, nearest, sims = rank1_rate(face_similarity(probes, gallery), threshold)
-        base, _, _ = rank1_rate(face_similarity(holdout, gallery), threshold)
-        hits = (sims > threshold).astype(float)
-        lo, hi = bootstrap_ci(hits, lambda v: float(v.mean()), seed=int(ctx.rng("reid").integers(2**31)),
-                              n_boot=ctx.settings.n_boot)
+        base, _, base_sims = rank1_rate(face_similarity(holdout, gallery), threshold)
+        hits = sims > threshold
+        n_hits, n_base_hits = int(hits.sum()), int((base_sims > threshold).sum())
+        lo, hi = binomial_ci(n_hits, len(hits))
         emb_rate, emb_base = _embedding_rates(ctx)
         metrics = {
             "rank1_rate": Metric(rate, Direction.LOWER, "synthetic faces accepted as a training patient", lo, hi),
             "baseline_rate": Metric(base, Direction.INFO, "holdout faces accepted as a training patient (chance)"),
+            "excess_p_value": Metric(excess_rate_p_value(n_hits, len(hits), n_base_hits, len(holdout)),
+                                     Direction.HIGHER, "one-sided p that synthetic faces are accepted more often "
+                                     "than holdout faces (Fisher's exact test)"),
             "n_faces": Metric(len(probes), Direction.INFO, "synthetic cases with a face in view"),
             "gallery_size": Metric(len(gallery), Direction.INFO, "training faces in the gallery"),
             "threshold": Metric(threshold, Direction.INFO, "acceptance: highest similarity of two gallery faces"),
