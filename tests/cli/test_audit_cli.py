@@ -119,7 +119,7 @@ def test_audit_gate_fails_a_copycat_set_on_thin_evidence_and_memorization(ws: Pa
     report = json.loads((folder / "report.json").read_text())
     assert report["verdict"] == "fail" and report["policy"]["name"] == "default"
     failed = set(report["gate"]["failed"])
-    assert {"integrity.cohort.n_holdout", "privacy.memorization.flagged_fraction"} <= failed
+    assert {"integrity.cohort.n_holdout", "privacy.memorization.flagged_p_value"} <= failed
     assert "utility.segmentation.dice_ratio" in failed  # no utility check ran: missing is not a pass
     rule = next(r for r in report["rules"] if r["metric"] == "integrity.cohort.n_holdout")
     assert rule["value"] == 4 and rule["reason"] == "4 is not >= 20"
@@ -157,7 +157,7 @@ def test_audit_fail_fast_stops_after_privacy_on_copies(ws: Path, tmp_path: Path)
     assert report["metrics"]["privacy.memorization.flagged_fraction"] >= 0.9
     for name in ("utility.segmentation", "fidelity.radiomics", "integrity.cohort"):
         assert checks[name]["status"] == "skipped" and "--fail-fast" in checks[name]["reason"], name
-    assert "privacy.memorization.flagged_fraction" in report["gate"]["failed"]
+    assert "privacy.memorization.flagged_p_value" in report["gate"]["failed"]
     # the rules of checks that were not run are reported apart from the failures
     assert "utility.segmentation.dice_ratio" in report["gate"]["not_judged"]
     assert "utility.segmentation.dice_ratio" not in report["gate"]["failed"]

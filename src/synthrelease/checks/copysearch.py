@@ -11,7 +11,7 @@ envelope to what a generator (or a careless export) can plausibly do to a traini
    15 degrees, shifts up to 15% of the field of view and scaling by up to 15%).
 2. **Register** each (query, candidate): each of the 8 mirror states is placed by its centre of mass (image
    moments) and scored on a half-resolution grid; the best is registered to the candidate by a similarity transform
-   (rotation, translation, isotropic scale; SimpleITK, correlation metric, two resolution levels, one thread so the
+   (rotation, translation, isotropic scale; SimpleITK, correlation metric, on the grid halved, one thread so the
    result is the same on every machine). The population template (mean training volume) is registered to each
    candidate the same way, once.
 3. **Score**: the deviations of both cases from the template registered to the candidate, smoothed by ``smoothing``
@@ -47,9 +47,9 @@ MIN_REGION = 0.05  # share of the field of view a region's overlap must cover to
 
 @dataclass(frozen=True)
 class CopySearchSettings:
-    candidates: int = 3  # training patients per query from the dense pixel search, and as many from the embedding
+    candidates: int = 2  # training patients per query from each shortlist (dense, centred, embedding)
     smoothing: float = 1.5  # Gaussian sigma (voxels of the search grid) applied to both deviations before the NCC
-    iterations: int = 50  # optimizer iterations per resolution level
+    iterations: int = 40  # optimizer iterations
     alpha: float = 0.05  # chance that a set of unseen patients holds a case called a copy
 
 
@@ -88,7 +88,7 @@ def _mirrored(a: np.ndarray, mirror: tuple[bool, bool, bool]) -> np.ndarray:
     return np.flip(a, axes) if axes else a
 
 
-def register(fixed: np.ndarray, moving: np.ndarray, *, iterations: int = 50) -> Registration:
+def register(fixed: np.ndarray, moving: np.ndarray, *, iterations: int = 40) -> Registration:
     """Bring ``moving`` ``(Z, Y, X)`` onto ``fixed``: the best mirror state by moments, then a similarity
     registration. Both are shifted to a zero minimum (air) so that the moments weigh tissue, not background."""
     f = _image(fixed - fixed.min())
@@ -104,8 +104,10 @@ def register(fixed: np.ndarray, moving: np.ndarray, *, iterations: int = 50) -> 
     reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-3, numberOfIterations=iterations,
                                                  gradientMagnitudeTolerance=1e-8)
     reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetShrinkFactorsPerLevel([2, 1])
-    reg.SetSmoothingSigmasPerLevel([1, 0])
+    # one level on the grid halved (the pose of a whole head is set by its coarse structure); the score is taken on
+    # the full grid afterwards
+    reg.SetShrinkFactorsPerLevel([2])
+    reg.SetSmoothingSigmasPerLevel([1])
     found = reg.Execute(f, m)
     sim = sitk.Similarity3DTransform(sitk.CompositeTransform(found).GetNthTransform(0))
     versor = sim.GetVersor()
