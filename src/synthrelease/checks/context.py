@@ -588,8 +588,7 @@ class AuditContext:
             centred = torch.from_numpy(centred_candidates(queries, references, k))
             candidates = torch.cat([pixel, centred, embedded], dim=1).tolist()
             return search_copies(list(queries), list(references), candidates, self.template().numpy(),
-                                 self.settings.copies,
-                                 lambda d, t: self.progress(f"register {query} cases", d, t))
+                                 self.settings.copies, lambda d, t: self.progress(f"register {query} cases", d, t))
 
         return self.memo(f"copies/{query}", compute)
 

@@ -16,8 +16,9 @@ envelope to what a generator (or a careless export) can plausibly do to a traini
    candidate the same way, once.
 3. **Score**: the deviations of both cases from the template registered to the candidate, smoothed by ``smoothing``
    voxels (resampling a copy blurs its edges; smoothing both sides removes that difference and keeps the anatomy),
-   NCC over the overlap of the field of view, its six halves and its eight octants. A region scores a partial
-   copy: one patient's half joined to another's, or a copy with a quarter blanked out.
+   the query's at the intensity gain that fits best (a case changed in part is standardized differently),
+   NCC over the overlap of the field of view and its six halves, for the registered case and for the case as it
+   is. A half scores a partial copy: one patient's half joined to another's, or a copy with a quarter blanked out.
 4. **Calibrate** (``CopyThreshold``): the same search for every holdout patient, who is no copy of anyone. Each
    region's ``atanh(NCC)`` is standardized by the holdout's mean and spread, a case's statistic is its largest
    standardized region, and the threshold is the ``1 - alpha / n`` quantile of a Gumbel law fitted (by moments) to
@@ -27,7 +28,6 @@ envelope to what a generator (or a careless export) can plausibly do to a traini
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -127,33 +127,45 @@ def warp(volume: np.ndarray, reg: Registration, shape: tuple[int, ...]) -> np.nd
 
 
 def region_masks(shape: tuple[int, ...]) -> tuple[tuple[str, ...], np.ndarray]:
-    """Names and ``(R, Z*Y*X)`` float masks: the whole field of view, its six halves and its eight octants (axis
-    names as preprocessing orients them: z inferior to superior, y, x the patient's left-right axis)."""
+    """Names and ``(R, Z*Y*X)`` float masks: the whole field of view and its six halves (axis names as preprocessing
+    orients them: z inferior to superior, y, x the patient's left-right axis). A half is what a partial copy keeps
+    of its source (one patient's half joined to another's; a quarter blanked leaves a whole half untouched)."""
     z, y, x = shape
     grids = np.meshgrid(np.arange(z) < z / 2, np.arange(y) < y / 2, np.arange(x) < x / 2, indexing="ij")
     names, masks = ["whole"], [np.ones(shape, bool)]
     for axis, (low, high) in enumerate((("z low", "z high"), ("y low", "y high"), ("x low", "x high"))):
         names += [f"half {low}", f"half {high}"]
         masks += [grids[axis], ~grids[axis]]
-    for bits in itertools.product((True, False), repeat=3):
-        names.append("octant " + " ".join(f"{a} {'low' if b else 'high'}" for a, b in zip("zyx", bits, strict=True)))
-        masks.append(np.logical_and.reduce([g if b else ~g for g, b in zip(grids, bits, strict=True)]))
     return tuple(names), np.stack(masks).reshape(len(masks), -1).astype(np.float64)
 
 
-def region_ncc(a: np.ndarray, b: np.ndarray, overlap: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """NCC of ``(C, Z, Y, X)`` maps ``a`` and ``b`` over ``overlap`` within each region of ``masks``; NaN where a
-    region's overlap is too small to score."""
+GAIN_RANGE = (0.5, 2.0)  # intensity gains a query may carry against its reference (standardizing a case whose
+# content changed in part, blanked, blurred or rescaled, scales what is left of its source)
+
+
+def region_ncc(query: np.ndarray, template: np.ndarray, reference: np.ndarray, overlap: np.ndarray,
+               masks: np.ndarray) -> np.ndarray:
+    """Per region of ``masks``, within ``overlap``: the NCC of the query's deviation from the template,
+    ``gain * query - template``, with the reference's deviation ``reference`` (all ``(C, Z, Y, X)``), at the gain in
+    ``GAIN_RANGE`` that maximizes it (closed form). NaN where a region's overlap is too small to score."""
     w = masks * overlap.reshape(1, -1)  # (R, V)
-    n = w.sum(axis=1) * a.shape[0]
-    sx = sy = sxx = syy = sxy = 0.0
-    for ca, cb in zip(a.reshape(a.shape[0], -1).astype(np.float64), b.reshape(b.shape[0], -1).astype(np.float64),
-                      strict=True):
-        sx, sy = sx + w @ ca, sy + w @ cb
-        sxx, syy, sxy = sxx + w @ (ca * ca), syy + w @ (cb * cb), sxy + w @ (ca * cb)
-    safe = np.maximum(n, 1.0)
-    var = np.maximum(sxx - sx * sx / safe, 1e-12) * np.maximum(syy - sy * sy / safe, 1e-12)
-    ncc = (sxy - sx * sy / safe) / np.sqrt(var)
+    n = np.maximum(w.sum(axis=1) * query.shape[0], 1.0)
+    flat = [x.reshape(x.shape[0], -1).astype(np.float64) for x in (query, template, reference)]
+    sums = {name: sum(w @ ch for ch in x) for name, x in zip("utv", flat, strict=True)}
+
+    def cov(a: str, b: str) -> np.ndarray:
+        xa, xb = flat["utv".index(a)], flat["utv".index(b)]
+        return np.asarray(sum(w @ (ca * cb) for ca, cb in zip(xa, xb, strict=True)) - sums[a] * sums[b] / n)
+
+    uv, tv, uu, ut, tt, vv = cov("u", "v"), cov("t", "v"), cov("u", "u"), cov("u", "t"), cov("t", "t"), cov("v", "v")
+
+    def ncc_at(gain: np.ndarray) -> np.ndarray:
+        var = np.maximum(gain * gain * uu - 2 * gain * ut + tt, 1e-12) * np.maximum(vv, 1e-12)
+        return np.asarray((gain * uv - tv) / np.sqrt(var))
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        best = np.clip(np.nan_to_num((uv * tt - tv * ut) / (uv * ut - tv * uu), nan=1.0), *GAIN_RANGE)
+    ncc = np.maximum(ncc_at(best), ncc_at(np.ones_like(best)))
     return np.where(w.sum(axis=1) >= MIN_REGION * masks.shape[1], np.clip(ncc, -1.0, 1.0), np.nan)
 
 
@@ -170,19 +182,72 @@ def _centred(volumes: np.ndarray) -> np.ndarray:
     return out
 
 
+SHORTLIST_SCALES = (1 / 1.1, 1.0, 1.1)  # the query magnified by these about its centre of mass, for the shortlist
+SHORTLIST_TURNS = (10.0,)  # and turned by plus and minus these degrees about each axis
+SHORTLIST_SIZE = 16  # voxels per axis of the shortlist's grid (pooled by a whole factor down to at most this)
+
+
+def _rotation(axis: int, degrees: float) -> np.ndarray:
+    c, s = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    i, j = [a for a in range(3) if a != axis]
+    r = np.eye(3)
+    r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
+    return r
+
+
+def _shortlist_poses() -> list[np.ndarray]:
+    """The linear maps (about the grid centre) the shortlist tries: every scale, unturned and turned about each
+    axis."""
+    turns = [np.eye(3)] + [_rotation(axis, sign * deg) for deg in SHORTLIST_TURNS for axis in range(3)
+                           for sign in (-1.0, 1.0)]
+    return [turn * factor for factor in SHORTLIST_SCALES for turn in turns]
+
+
+def _posed(volumes: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """``(N, C, Z, Y, X)`` under the linear map ``matrix`` about the grid centre (linear; air enters the view)."""
+    if np.allclose(matrix, np.eye(3)):
+        return volumes
+    centre = (np.array(volumes.shape[2:]) - 1) / 2
+    inverse = np.linalg.inv(matrix)
+    offset = centre - inverse @ centre
+    out = np.empty_like(volumes)
+    for i, v in enumerate(volumes):
+        for c, channel in enumerate(v):
+            out[i, c] = ndimage.affine_transform(channel, inverse, offset=offset, order=1, mode="constant",
+                                                 cval=float(channel.min()))
+    return out
+
+
+def _pooled(volumes: np.ndarray, size: int) -> np.ndarray:
+    """``(N, C, Z, Y, X)`` averaged over blocks of a whole factor that brings the longest axis to at most ``size``."""
+    f = max(1, math.ceil(max(volumes.shape[2:]) / size))
+    if f == 1:
+        return volumes
+    z, y, x = (n // f * f for n in volumes.shape[2:])
+    v = volumes[:, :, :z, :y, :x]
+    return np.asarray(v.reshape(*v.shape[:2], z // f, f, y // f, f, x // f, f).mean(axis=(3, 5, 7)))
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    rows = x.reshape(len(x), -1).astype(np.float64)
+    rows = rows - rows.mean(axis=1, keepdims=True)
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+
 def centred_candidates(queries: np.ndarray, references: np.ndarray, k: int) -> np.ndarray:
-    """``(Q, k)`` nearest references of each query after both are centred on their centre of mass and the query is
-    tried in each of the 8 mirror states: a shortlist that no shift or mirror can hide a copy from, whatever the
-    distance moved (the dense search reaches a few voxels, the embedding what it learnt)."""
-    refs = _centred(references).reshape(len(references), -1)
-    refs = refs - refs.mean(axis=1, keepdims=True)
-    refs /= np.maximum(np.linalg.norm(refs, axis=1, keepdims=True), 1e-12)
+    """``(Q, k)`` nearest references of each query after both are centred on their centre of mass (on a grid pooled
+    to at most ``SHORTLIST_SIZE`` per axis) and the query is tried in each of the 8 mirror states, magnified by each
+    of ``SHORTLIST_SCALES`` and turned by ``SHORTLIST_TURNS``: a shortlist that no shift, mirror, rescaling or turn
+    within the envelope hides a copy from, whatever the distance moved (the dense search reaches a few voxels, the
+    embedding what it learnt)."""
+    queries, references = _pooled(queries, SHORTLIST_SIZE), _pooled(references, SHORTLIST_SIZE)
+    refs = _unit_rows(_centred(references))
+    centred = _centred(queries)
     best = np.full((len(queries), len(references)), -np.inf)
-    for mirror in MIRRORS:
-        q = _centred(_mirrored(queries, mirror).copy()).reshape(len(queries), -1)
-        q = q - q.mean(axis=1, keepdims=True)
-        q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
-        best = np.maximum(best, q @ refs.T)
+    for pose in _shortlist_poses():
+        posed = _posed(centred, pose)
+        for mirror in MIRRORS:
+            best = np.maximum(best, _unit_rows(_mirrored(posed, mirror)) @ refs.T)
     return np.argsort(-best, axis=1, kind="stable")[:, :k]
 
 
@@ -211,34 +276,39 @@ def search_copies(queries: Sequence[np.ndarray], references: Sequence[np.ndarray
     ncc = np.full((len(queries), len(names)), np.nan)
     ref_of = np.full((len(queries), len(names)), -1, dtype=np.int64)
     how = [["" for _ in names] for _ in queries]
-    placed: dict[int, np.ndarray] = {}  # reference -> its smoothed deviation from the template registered to it
-    aligned_template: dict[int, np.ndarray] = {}
+    aligned: dict[int, np.ndarray] = {}  # reference -> the template registered to it
+    placed: dict[tuple[int, float], tuple[np.ndarray, np.ndarray]] = {}  # (reference, sigma) -> that template and
+    # the reference's deviation from it, both smoothed by sigma
 
-    def reference_side(r: int) -> tuple[np.ndarray, np.ndarray]:
-        if r not in placed:
-            ref = references[r]
-            reg = register(ref.mean(axis=0), template.mean(axis=0), iterations=settings.iterations)
+    def reference_side(r: int, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+        if r not in aligned:
+            reg = register(references[r].mean(axis=0), template.mean(axis=0), iterations=settings.iterations)
             t = warp(template, reg, shape)
-            t = np.where(np.isnan(t), template, t)
-            aligned_template[r] = t
-            placed[r] = _smoothed(ref - t, settings.smoothing)
-        return aligned_template[r], placed[r]
+            aligned[r] = np.where(np.isnan(t), template, t)
+        if (r, sigma) not in placed:
+            t = _smoothed(aligned[r], sigma)
+            placed[(r, sigma)] = (t, _smoothed(references[r], sigma) - t)
+        return placed[(r, sigma)]
 
     for qi, (query, cands) in enumerate(zip(queries, candidates, strict=True)):
         for r in dict.fromkeys(int(c) for c in cands if c >= 0):
-            t, ref_dev = reference_side(r)
-            reg = register(references[r].mean(axis=0), query.mean(axis=0), iterations=settings.iterations)
-            moved = warp(query, reg, shape)
-            overlap = ~np.isnan(moved).any(axis=0)
-            if overlap.mean() < MIN_OVERLAP:
-                continue
-            dev = _smoothed(np.where(overlap, moved, t) - t, settings.smoothing)
-            scores = region_ncc(dev, ref_dev, overlap, masks)
-            better = np.nan_to_num(scores, nan=-np.inf) > np.nan_to_num(ncc[qi], nan=-np.inf)
-            ncc[qi] = np.where(better, scores, ncc[qi])
-            ref_of[qi] = np.where(better, r, ref_of[qi])
-            for k in np.flatnonzero(better):
-                how[qi][k] = reg.describe()
+            registered = register(references[r].mean(axis=0), query.mean(axis=0), iterations=settings.iterations)
+            # the registered case is smoothed (resampling blurred it); the registration weighs the whole field of
+            # view, so a partial copy left in place (half of one patient joined to another, a quarter blanked) can
+            # pull it off its source: the case as it is, unsmoothed, is scored as well
+            for reg, moved, sigma in ((registered, warp(query, registered, shape), settings.smoothing),
+                                      (None, query, 0.0)):
+                overlap = ~np.isnan(moved).any(axis=0)
+                if overlap.mean() < MIN_OVERLAP:
+                    continue
+                t, ref_dev = reference_side(r, sigma)
+                # outside the overlap the template fills in, so smoothing blurs no air into the view
+                scores = region_ncc(_smoothed(np.where(overlap, moved, t), sigma), t, ref_dev, overlap, masks)
+                better = np.nan_to_num(scores, nan=-np.inf) > np.nan_to_num(ncc[qi], nan=-np.inf)
+                ncc[qi] = np.where(better, scores, ncc[qi])
+                ref_of[qi] = np.where(better, r, ref_of[qi])
+                for k in np.flatnonzero(better):
+                    how[qi][k] = reg.describe() if reg is not None else "as it is (no move)"
         if progress:
             progress(qi + 1, len(queries))
     return CopyScores(names, ncc, ref_of, how)

@@ -43,13 +43,15 @@ from synthrelease.data.preprocess import PreprocessConfig, preprocess_case
 
 SHAPE = 32
 N_TRAIN, N_HOLDOUT, N_UNSEEN, N_HOSTS = 24, 20, 20, 4
-# in the default run: copies the registered search finds (mirrors off the left-right axis, shifts of 15% of the field
-# of view, 15 degree turns), each far outside the old dense envelope
-FAST_CLASSES = ("flip_si", "shift_15pct", "flip_ap", "rotate_15")
-# classes the per-copy rule does not yet find reliably at 32^3 (rescaled, warped, blurred, partial and transplanted
-# copies): their slow tests are expected failures until the search finds them (an unexpected pass is reported)
-NOT_YET_FOUND = frozenset({"zoom_0.9", "zoom_1.1", "rotate_10+shift_3vox", "half_mix", "blank_quarter",
-                           "tumour_transplant", "tumour_transplant_in_place", "elastic_3vox", "blur_noise"})
+# in the default run: copies the registered search finds, one of each kind and each far outside the old dense
+# envelope (a mirror off the left-right axis, a shift of 15% of the field of view, a 15 degree turn, half of a
+# training patient joined to an unseen one)
+FAST_CLASSES = ("flip_si", "shift_15pct", "rotate_15", "half_mix")
+# classes the per-copy rule does not yet find reliably at 32^3 (rescaled, warped, blurred and transplanted copies;
+# a 10 degree turn with a shift scored just over the line once): their slow tests are expected failures until the
+# search finds them (an unexpected pass is reported)
+NOT_YET_FOUND = frozenset({"zoom_0.9", "zoom_1.1", "rotate_10+shift_3vox", "elastic_3vox", "blur_noise",
+                           "tumour_transplant", "tumour_transplant_in_place"})
 N_FAST_UNSEEN = 6
 
 

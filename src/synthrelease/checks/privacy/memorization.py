@@ -136,16 +136,23 @@ class MemorizationCheck(Check):
         }
         # the per-copy rule: the registered search (mirrors on every axis, rotations, scale, large shifts), whole
         # field of view and its halves and octants, against a line calibrated on the holdout's own search
-        found, baseline = ctx.copy_scores("synthetic"), ctx.copy_scores("holdout")
-        line = calibrate(baseline.ncc, len(ids), ctx.settings.copies.alpha)
-        stat, region = line.statistic(found.ncc)
-        metrics.update(copy_metrics(line, stat, "synthetic cases"))
-        copies = [{"synthetic": ids[i], "nearest_train": train_ids[int(found.reference[i, region[i]])],
-                   "score": round(float(stat[i]), 3), "ncc": round(float(found.ncc[i, region[i]]), 4),
-                   "region": found.regions[region[i]], "alignment": found.alignment[i][region[i]]}
-                  for i in np.flatnonzero(stat > line.threshold)]
+        copies: list[dict[str, Any]] = []
+        try:
+            found, baseline = ctx.copy_scores("synthetic"), ctx.copy_scores("holdout")
+            line = calibrate(baseline.ncc, len(ids), ctx.settings.copies.alpha)
+        except ValueError as exc:  # too few unseen patients to draw the line: n_copies is missing, which fails a rule
+            copies_not_judged: str | None = str(exc)
+        else:
+            copies_not_judged = None
+            stat, region = line.statistic(found.ncc)
+            metrics.update(copy_metrics(line, stat, "synthetic cases"))
+            copies = [{"synthetic": ids[i], "nearest_train": train_ids[int(found.reference[i, region[i]])],
+                       "score": round(float(stat[i]), 3), "ncc": round(float(found.ncc[i, region[i]]), 4),
+                       "region": found.regions[region[i]], "alignment": found.alignment[i][region[i]]}
+                      for i in np.flatnonzero(stat > line.threshold)]
         evidence = {
             "copies": copies,
+            "copies_not_judged": copies_not_judged,
             "flagged": [{"synthetic": ids[i], "nearest_train": train_ids[int(nearest[i])], "ncc": float(s_pix[i]),
                          "cosine": float(s_emb[i]), "alignment": ctx.settings.alignment.describe(int(transforms[i]))}
                         for i in np.flatnonzero(flags)],
@@ -183,14 +190,22 @@ class MaskMemorizationCheck(Check):
         }
         # the per-copy rule for label maps: the aligned Dice against a line calibrated on the holdout's Dice (one
         # region: the whole map); a copied image carries its map along, which the image's registered search finds
-        line = calibrate(h_dice[:, None], len(ids), ctx.settings.copies.alpha)
-        stat = line.statistic(s_dice[:, None])[0]
-        metrics.update(copy_metrics(line, stat, "synthetic label maps"))
+        copies: list[dict[str, Any]] = []
+        try:
+            line = calibrate(h_dice[:, None], len(ids), ctx.settings.copies.alpha)
+        except ValueError as exc:  # too few unseen patients: n_copies is missing, which fails a rule
+            copies_not_judged: str | None = str(exc)
+        else:
+            copies_not_judged = None
+            stat = line.statistic(s_dice[:, None])[0]
+            metrics.update(copy_metrics(line, stat, "synthetic label maps"))
+            copies = [{"synthetic": ids[i], "nearest_train": train_ids[int(nearest[i])],
+                       "score": round(float(stat[i]), 3), "dice": round(float(s_dice[i]), 4), "region": "whole",
+                       "alignment": ctx.settings.alignment.describe(int(transforms[i]))}
+                      for i in np.flatnonzero(stat > line.threshold)]
         evidence = {
-            "copies": [{"synthetic": ids[i], "nearest_train": train_ids[int(nearest[i])],
-                        "score": round(float(stat[i]), 3), "dice": round(float(s_dice[i]), 4), "region": "whole",
-                        "alignment": ctx.settings.alignment.describe(int(transforms[i]))}
-                       for i in np.flatnonzero(stat > line.threshold)],
+            "copies": copies,
+            "copies_not_judged": copies_not_judged,
             "flagged": [{"synthetic": ids[i], "nearest_train": train_ids[int(nearest[i])], "dice": float(s_dice[i]),
                          "alignment": ctx.settings.alignment.describe(int(transforms[i]))}
                         for i in np.flatnonzero(flags)],
