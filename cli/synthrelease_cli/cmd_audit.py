@@ -88,6 +88,9 @@ def _render_gate(out_: Output, report: dict[str, Any]) -> None:
               help="Training steps of the contrastive encoder (default 150; cached per training set).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes for per-case feature extraction (radiomics).")
+@click.option("--extraction-samples", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also sample N more cases from the set's model (when this workspace holds it) and search them for "
+                   "copies, as extraction attacks do (privacy.memorization.n_copies_extraction).")
 @click.option("--engine", type=click.Choice(["auto", "monai", "nnunet"]), default="auto", show_default=True,
               help="Segmentation engine of the utility check; auto: nnunet with a CUDA GPU, else monai.")
 @click.option("--utility-steps", type=click.IntRange(min=1), default=None,
@@ -100,8 +103,8 @@ def _render_gate(out_: Output, report: dict[str, Any]) -> None:
 @click.pass_obj
 def audit(out_: Output, workspace: Path | None, synthetic: str, train_dir: Path | None, holdout_dir: Path | None,
           out_dir: Path | None, only: tuple[str, ...], seed: int | None, on: str, identifiers_file: Path | None,
-          policy_name: str, embedding_steps: int | None, workers: int, engine: str, utility_steps: int | None,
-          network: str | None, fail_fast: bool, as_json: bool) -> None:
+          policy_name: str, embedding_steps: int | None, workers: int, extraction_samples: int, engine: str,
+          utility_steps: int | None, network: str | None, fail_fast: bool, as_json: bool) -> None:
     """Audit a synthetic set (integrity, privacy, fidelity, utility checks), metrics into report.json.
 
     \b
@@ -145,7 +148,7 @@ def audit(out_: Output, workspace: Path | None, synthetic: str, train_dir: Path 
             extra = [ln.strip() for ln in identifiers_file.read_text().splitlines() if ln.strip()]
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"cannot read the identifiers file ({exc})", where=identifiers_file) from None
-    settings = AuditSettings(workers=workers, utility_engine=engine)
+    settings = AuditSettings(workers=workers, utility_engine=engine, extraction_samples=extraction_samples)
     if utility_steps is not None:
         settings = replace(settings, utility_steps=utility_steps)
     if network is not None:

@@ -175,6 +175,9 @@ class AuditSettings:
     score_max_size: int = 64
     alignment: Alignment = field(default_factory=Alignment)
     copies: CopySearchSettings = field(default_factory=CopySearchSettings)  # the registered copy search
+    # extraction: this many more cases sampled from the set's model (when the workspace holds it) are searched for
+    # copies as well, as extraction attacks do (``privacy.memorization.n_copies_extraction``); 0: none
+    extraction_samples: int = 0
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     n_boot: int = 1000
     query_batch: int = 8
@@ -591,6 +594,23 @@ class AuditContext:
                                  self.settings.copies, lambda d, t: self.progress(f"register {query} cases", d, t))
 
         return self.memo(f"copies/{query}", compute)
+
+    def extraction_copy_scores(self, cohort: Cohort) -> CopyScores:
+        """The registered copy search of an extra cohort (cases sampled beyond the release) against the training
+        patients; its shortlist is the centred search's and the embedding's (the dense search is the set's)."""
+        k = min(self.settings.copies.candidates, len(self.train))
+        z = [standardized(case) for case in cohort]
+        queries = torch.stack([pool(v, self.factor) for v in z]).numpy()
+        references = self.volumes("train").numpy()
+        self.embeddings("train")  # trains or loads the encoder and its centre
+        encoder, centre = self._memo["encoder"], self._memo["emb-centre"]
+        cubes = torch.stack([to_cube(v, self.settings.embedding.size) for v in z])
+        emb = torch.nn.functional.normalize(encoder.embed(cubes) - centre, dim=1)
+        embedded = (emb @ self.embeddings("train").T).topk(k, dim=1).indices
+        centred = torch.from_numpy(centred_candidates(queries, references, k))
+        return search_copies(list(queries), list(references), torch.cat([centred, embedded], dim=1).tolist(),
+                             self.template().numpy(), self.settings.copies,
+                             lambda d, t: self.progress("register extraction samples", d, t))
 
     def mask_matches(self, query: str, ref: str) -> Matches:
         """Aligned soft Dice (mean over foreground labels): best match of each ``query`` label map in ``ref``."""

@@ -6,19 +6,22 @@ envelope of the ``copycat`` control, which therefore proves nothing about copies
 envelope to what a generator (or a careless export) can plausibly do to a training patient:
 
 1. **Shortlist** per query: the ``candidates`` nearest training patients of the dense pixel search, as many after
-   centring both cases on their centre of mass in each of the 8 mirror states (no shift or mirror hides a copy
-   from this one), and as many by the contrastive embedding (trained with mirrors on every axis, rotations up to
-   15 degrees, shifts up to 15% of the field of view and scaling by up to 15%).
+   centring both cases on their centre of mass in each of the 8 mirror states, at 3 scales and turned by 10 degrees
+   about each axis (``centred_candidates``; no shift or mirror hides a copy from this one), and as many by the
+   contrastive embedding (trained with mirrors on every axis, rotations up to 15 degrees, shifts up to 15% of the
+   field of view and scaling by up to 15%).
 2. **Register** each (query, candidate): each of the 8 mirror states is placed by its centre of mass (image
    moments) and scored on a half-resolution grid; the best is registered to the candidate by a similarity transform
    (rotation, translation, isotropic scale; SimpleITK, correlation metric, on the grid halved, one thread so the
    result is the same on every machine). The population template (mean training volume) is registered to each
    candidate the same way, once.
-3. **Score**: the deviations of both cases from the template registered to the candidate, smoothed by ``smoothing``
-   voxels (resampling a copy blurs its edges; smoothing both sides removes that difference and keeps the anatomy),
-   the query's at the intensity gain that fits best (a case changed in part is standardized differently),
-   NCC over the overlap of the field of view and its six halves, for the registered case and for the case as it
-   is. A half scores a partial copy: one patient's half joined to another's, or a copy with a quarter blanked out.
+3. **Score**: the deviations of both cases from the template registered to the candidate, the query's at the
+   intensity gain that fits best (a case changed in part is standardized differently), NCC over the overlap of the
+   field of view and its six halves, for the registered case, smoothed by ``smoothing`` voxels on both sides
+   (resampling a copy blurs its edges; smoothing removes that difference and keeps the anatomy), and for the case
+   as it is, unsmoothed (the registration weighs the whole field of view, so a partial copy left in place can pull
+   it off its source). A half scores a partial copy: one patient's half joined to another's, or a copy with a
+   quarter blanked out.
 4. **Calibrate** (``CopyThreshold``): the same search for every holdout patient, who is no copy of anyone. Each
    region's ``atanh(NCC)`` is standardized by the holdout's mean and spread, a case's statistic is its largest
    standardized region, and the threshold is the ``1 - alpha / n`` quantile of a Gumbel law fitted (by moments) to
@@ -43,6 +46,7 @@ MIRRORS: tuple[tuple[bool, bool, bool], ...] = tuple((z, y, x) for z in (False, 
                                                      for x in (False, True))  # mirrored on (z, y, x)
 MIN_OVERLAP = 0.5  # share of the field of view a registered pair must overlap, or it scores nothing
 MIN_REGION = 0.05  # share of the field of view a region's overlap must cover to be scored
+MIN_HALVED = 32  # registration runs on the grid halved where every axis has at least this many voxels
 
 
 @dataclass(frozen=True)
@@ -92,22 +96,23 @@ def register(fixed: np.ndarray, moving: np.ndarray, *, iterations: int = 40) -> 
     """Bring ``moving`` ``(Z, Y, X)`` onto ``fixed``: the best mirror state by moments, then a similarity
     registration. Both are shifted to a zero minimum (air) so that the moments weigh tissue, not background."""
     f = _image(fixed - fixed.min())
-    f_half = sitk.Shrink(f, [2, 2, 2])
+    # the grid halved where it has at least MIN_HALVED voxels per axis (the pose of a whole head is set by its
+    # coarse structure; the score is taken on the full grid afterwards)
+    shrink = 2 if min(fixed.shape) >= MIN_HALVED else 1
+    f_half = sitk.Shrink(f, [shrink] * 3)
     tried = []
     for mirror in MIRRORS:
         m = _image(_mirrored(moving, mirror) - moving.min())
         init = sitk.CenteredTransformInitializer(f, m, sitk.Similarity3DTransform(),
                                                  sitk.CenteredTransformInitializerFilter.MOMENTS)
-        tried.append((_method(init).MetricEvaluate(f_half, sitk.Shrink(m, [2, 2, 2])), mirror, init, m))
+        tried.append((_method(init).MetricEvaluate(f_half, sitk.Shrink(m, [shrink] * 3)), mirror, init, m))
     _, mirror, init, m = min(tried, key=lambda t: t[0])  # the correlation metric is negative: lower is better
     reg = _method(init)
     reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-3, numberOfIterations=iterations,
                                                  gradientMagnitudeTolerance=1e-8)
     reg.SetOptimizerScalesFromPhysicalShift()
-    # one level on the grid halved (the pose of a whole head is set by its coarse structure); the score is taken on
-    # the full grid afterwards
-    reg.SetShrinkFactorsPerLevel([2])
-    reg.SetSmoothingSigmasPerLevel([1])
+    reg.SetShrinkFactorsPerLevel([shrink])
+    reg.SetSmoothingSigmasPerLevel([shrink - 1])
     found = reg.Execute(f, m)
     sim = sitk.Similarity3DTransform(sitk.CompositeTransform(found).GetNthTransform(0))
     versor = sim.GetVersor()
@@ -262,8 +267,14 @@ class CopyScores:
     alignment: list[list[str]]  # (Q, R) descriptions
 
 
-def _smoothed(x: np.ndarray, sigma: float) -> np.ndarray:
-    return ndimage.gaussian_filter(x, sigma=(0, sigma, sigma, sigma)) if sigma > 0 else x
+def _smoothed_within(x: np.ndarray, inside: np.ndarray, sigma: float) -> np.ndarray:
+    """``(C, Z, Y, X)`` smoothed by a Gaussian of ``sigma`` voxels using only the voxels ``inside`` (normalized
+    convolution: nothing outside the overlap of a moved case blurs in); unchanged when ``sigma`` is 0."""
+    if sigma <= 0:
+        return x
+    weight = ndimage.gaussian_filter(inside.astype(np.float64), sigma)
+    smooth = ndimage.gaussian_filter(x * inside, sigma=(0, sigma, sigma, sigma))
+    return np.asarray(smooth / np.maximum(weight, 1e-6))
 
 
 def search_copies(queries: Sequence[np.ndarray], references: Sequence[np.ndarray], candidates: Sequence[Sequence[int]],
@@ -277,33 +288,29 @@ def search_copies(queries: Sequence[np.ndarray], references: Sequence[np.ndarray
     ref_of = np.full((len(queries), len(names)), -1, dtype=np.int64)
     how = [["" for _ in names] for _ in queries]
     aligned: dict[int, np.ndarray] = {}  # reference -> the template registered to it
-    placed: dict[tuple[int, float], tuple[np.ndarray, np.ndarray]] = {}  # (reference, sigma) -> that template and
-    # the reference's deviation from it, both smoothed by sigma
 
-    def reference_side(r: int, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    def template_on(r: int) -> np.ndarray:
         if r not in aligned:
             reg = register(references[r].mean(axis=0), template.mean(axis=0), iterations=settings.iterations)
             t = warp(template, reg, shape)
             aligned[r] = np.where(np.isnan(t), template, t)
-        if (r, sigma) not in placed:
-            t = _smoothed(aligned[r], sigma)
-            placed[(r, sigma)] = (t, _smoothed(references[r], sigma) - t)
-        return placed[(r, sigma)]
+        return aligned[r]
 
     for qi, (query, cands) in enumerate(zip(queries, candidates, strict=True)):
         for r in dict.fromkeys(int(c) for c in cands if c >= 0):
-            registered = register(references[r].mean(axis=0), query.mean(axis=0), iterations=settings.iterations)
-            # the registered case is smoothed (resampling blurred it); the registration weighs the whole field of
-            # view, so a partial copy left in place (half of one patient joined to another, a quarter blanked) can
-            # pull it off its source: the case as it is, unsmoothed, is scored as well
-            for reg, moved, sigma in ((registered, warp(query, registered, shape), settings.smoothing),
-                                      (None, query, 0.0)):
-                overlap = ~np.isnan(moved).any(axis=0)
+            t, ref = template_on(r), references[r]
+            registered = register(ref.mean(axis=0), query.mean(axis=0), iterations=settings.iterations)
+            # the registered case is scored smoothed (resampling blurred it) and as it is; the registration weighs
+            # the whole field of view, so a partial copy left in place (half of one patient joined to another, a
+            # quarter blanked) can pull it off its source: the unmoved case is scored as well
+            moved = warp(query, registered, shape)
+            for reg, view, sigma in ((registered, moved, settings.smoothing), (registered, moved, 0.0),
+                                     (None, query, 0.0)):
+                overlap = ~np.isnan(view).any(axis=0)
                 if overlap.mean() < MIN_OVERLAP:
                     continue
-                t, ref_dev = reference_side(r, sigma)
-                # outside the overlap the template fills in, so smoothing blurs no air into the view
-                scores = region_ncc(_smoothed(np.where(overlap, moved, t), sigma), t, ref_dev, overlap, masks)
+                q_s, t_s, r_s = (_smoothed_within(x, overlap, sigma) for x in (np.nan_to_num(view), t, ref))
+                scores = region_ncc(q_s, t_s, r_s - t_s, overlap, masks)
                 better = np.nan_to_num(scores, nan=-np.inf) > np.nan_to_num(ncc[qi], nan=-np.inf)
                 ncc[qi] = np.where(better, scores, ncc[qi])
                 ref_of[qi] = np.where(better, r, ref_of[qi])

@@ -202,6 +202,27 @@ def test_extraction_samples_more_cases_like_the_set(ws: Workspace, ldm_set: Path
 
 
 # -- the attacks' arithmetic and the other generators ---------------------------------------------------------------
+def test_extraction_samples_are_searched_for_copies(ws: Workspace, copycat_set: Path, tmp_path: Path) -> None:
+    """``extraction_samples``: more cases drawn from the set's model go through the copy search; the copycat's
+    are its training patients moved and mirrored, so most are copies (the released two need not be)."""
+    from dataclasses import replace
+
+    from synthrelease.checks import AuditSettings
+    from synthrelease.checks.embedding import EmbeddingConfig
+    from synthrelease.checks.privacy.memorization import MemorizationCheck
+
+    ctx = _context(ws, copycat_set, tmp_path)
+    ctx.settings = replace(AuditSettings(embedding=EmbeddingConfig(size=16, steps=20, batch=8)), extraction_samples=8)
+    result = MemorizationCheck().run(ctx)
+    assert result.status.value == "ok", result.reason
+    assert result.metrics["n_extraction_samples"].value == 8
+    found = result.evidence["extraction"]["copies"]
+    assert result.metrics["n_copies_extraction"].value == len(found) >= 4
+    assert {c["nearest_train"] for c in found} <= set(ws.splits.train)
+    ctx = _context(ws, copycat_set, tmp_path / "none")  # without the setting nothing is sampled
+    assert "n_copies_extraction" not in MemorizationCheck().run(ctx).metrics
+
+
 def _memoriser(members: torch.Tensor, alphas: torch.Tensor) -> Any:
     """The noise prediction of the ideal model of ``members`` (the posterior mean of a mixture of points)."""
 

@@ -99,6 +99,29 @@ def copy_metrics(line: CopyThreshold, stat: np.ndarray, kind: str) -> dict[str, 
     }
 
 
+def _extraction(ctx: AuditContext, baseline: np.ndarray) -> tuple[dict[str, Metric], dict[str, Any]]:
+    """``n_copies_extraction``: copies among ``extraction_samples`` more cases drawn from the set's model (an
+    extraction attack samples far more than is released), against a line drawn for that many cases."""
+    from synthrelease.checks.privacy.whitebox import extraction_cohort, whitebox_status
+
+    n = ctx.settings.extraction_samples
+    cohort = extraction_cohort(ctx, n)
+    if cohort is None:
+        return {}, {"extraction": {"not_run": whitebox_status(ctx)[1] or "no usable model"}}
+    found = ctx.extraction_copy_scores(cohort)
+    line = calibrate(baseline, n, ctx.settings.copies.alpha)
+    stat, region = line.statistic(found.ncc)
+    hits = np.flatnonzero(stat > line.threshold)
+    train_ids = ctx.train.case_ids
+    metrics = {"n_copies_extraction": Metric(len(hits), Direction.LOWER,
+                                             f"copies among {n} more cases sampled from the set's model"),
+               "n_extraction_samples": Metric(n, Direction.INFO, "cases sampled beyond the release")}
+    evidence = {"extraction": {"copies": [
+        {"sample": cohort.case_ids[i], "nearest_train": train_ids[int(found.reference[i, region[i]])],
+         "score": round(float(stat[i]), 3), "region": found.regions[region[i]]} for i in hits]}}
+    return metrics, evidence
+
+
 @register
 class MemorizationCheck(Check):
     name = "privacy.memorization"
@@ -135,7 +158,7 @@ class MemorizationCheck(Check):
                                                 "median holdout-to-train NCC"),
         }
         # the per-copy rule: the registered search (mirrors on every axis, rotations, scale, large shifts), whole
-        # field of view and its halves and octants, against a line calibrated on the holdout's own search
+        # field of view and its halves, against a line calibrated on the holdout's own search
         copies: list[dict[str, Any]] = []
         try:
             found, baseline = ctx.copy_scores("synthetic"), ctx.copy_scores("holdout")
@@ -150,9 +173,16 @@ class MemorizationCheck(Check):
                        "score": round(float(stat[i]), 3), "ncc": round(float(found.ncc[i, region[i]]), 4),
                        "region": found.regions[region[i]], "alignment": found.alignment[i][region[i]]}
                       for i in np.flatnonzero(stat > line.threshold)]
+        if copies_not_judged is None and ctx.settings.extraction_samples > 0:
+            extraction = _extraction(ctx, baseline.ncc)
+            metrics.update(extraction[0])
+            extraction_evidence = extraction[1]
+        else:
+            extraction_evidence = {}
         evidence = {
             "copies": copies,
             "copies_not_judged": copies_not_judged,
+            **extraction_evidence,
             "flagged": [{"synthetic": ids[i], "nearest_train": train_ids[int(nearest[i])], "ncc": float(s_pix[i]),
                          "cosine": float(s_emb[i]), "alignment": ctx.settings.alignment.describe(int(transforms[i]))}
                         for i in np.flatnonzero(flags)],
