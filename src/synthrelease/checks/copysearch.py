@@ -17,11 +17,12 @@ envelope to what a generator (or a careless export) can plausibly do to a traini
    candidate the same way, once.
 3. **Score**: the deviations of both cases from the template registered to the candidate, the query's at the
    intensity gain that fits best (a case changed in part is standardized differently), NCC over the overlap of the
-   field of view and its six halves, for the registered case, smoothed by ``smoothing`` voxels on both sides
-   (resampling a copy blurs its edges; smoothing removes that difference and keeps the anatomy), and for the case
-   as it is, unsmoothed (the registration weighs the whole field of view, so a partial copy left in place can pull
-   it off its source). A half scores a partial copy: one patient's half joined to another's, or a copy with a
-   quarter blanked out.
+   field of view and its six halves, for the registered case smoothed by ``smoothing`` voxels on both sides
+   (resampling a copy blurs its edges; smoothing removes that difference and keeps the anatomy) and unsmoothed.
+   Every case is also scored as it is, unsmoothed, against every training patient (one product, no registration):
+   a partial copy left in place (one patient's half joined to another's, a quarter blanked out) pulls a
+   registration that weighs the whole field of view off its source and can rank below the shortlists'
+   look-alikes, while one of its halves is its source's.
 4. **Calibrate** (``CopyThreshold``): the same search for every holdout patient, who is no copy of anyone. Each
    region's ``atanh(NCC)`` is standardized by the holdout's mean and spread, a case's statistic is its largest
    standardized region, and the threshold is the ``1 - alpha / n`` quantile of a Gumbel law fitted (by moments) to
@@ -151,16 +152,25 @@ GAIN_RANGE = (0.5, 2.0)  # intensity gains a query may carry against its referen
 def region_ncc(query: np.ndarray, template: np.ndarray, reference: np.ndarray, overlap: np.ndarray,
                masks: np.ndarray) -> np.ndarray:
     """Per region of ``masks``, within ``overlap``: the NCC of the query's deviation from the template,
-    ``gain * query - template``, with the reference's deviation ``reference`` (all ``(C, Z, Y, X)``), at the gain in
-    ``GAIN_RANGE`` that maximizes it (closed form). NaN where a region's overlap is too small to score."""
+    ``gain * query - template``, with the reference's deviation ``reference``, at the gain in ``GAIN_RANGE`` that
+    maximizes it (closed form). ``(C, Z, Y, X)`` arrays give ``(R,)``; ``template`` and ``reference`` may also be
+    ``(N, C, Z, Y, X)`` (one per reference, the query shared), giving ``(N, R)``. NaN where a region's overlap is
+    too small to score."""
+    batched = template.ndim == query.ndim + 1
     w = masks * overlap.reshape(1, -1)  # (R, V)
-    n = np.maximum(w.sum(axis=1) * query.shape[0], 1.0)
-    flat = [x.reshape(x.shape[0], -1).astype(np.float64) for x in (query, template, reference)]
-    sums = {name: sum(w @ ch for ch in x) for name, x in zip("utv", flat, strict=True)}
+    channels = query.shape[0]
+    u = query.reshape(1, channels, -1).astype(np.float64)
+    t, v = (x.reshape(-1, channels, u.shape[2]).astype(np.float64) for x in (template, reference))
+    n = np.maximum(w.sum(axis=1) * channels, 1.0)  # (R,)
+
+    def total(x: np.ndarray) -> np.ndarray:  # (N, C, V) -> (N, R): the sum over channels and each region
+        return np.asarray(np.einsum("rv,ncv->nr", w, x, optimize=True))
+
+    sums = {"u": total(u), "t": total(t), "v": total(v)}
+    arrays = {"u": u, "t": t, "v": v}
 
     def cov(a: str, b: str) -> np.ndarray:
-        xa, xb = flat["utv".index(a)], flat["utv".index(b)]
-        return np.asarray(sum(w @ (ca * cb) for ca, cb in zip(xa, xb, strict=True)) - sums[a] * sums[b] / n)
+        return total(arrays[a] * arrays[b]) - sums[a] * sums[b] / n
 
     uv, tv, uu, ut, tt, vv = cov("u", "v"), cov("t", "v"), cov("u", "u"), cov("u", "t"), cov("t", "t"), cov("v", "v")
 
@@ -171,7 +181,24 @@ def region_ncc(query: np.ndarray, template: np.ndarray, reference: np.ndarray, o
     with np.errstate(divide="ignore", invalid="ignore"):
         best = np.clip(np.nan_to_num((uv * tt - tv * ut) / (uv * ut - tv * uu), nan=1.0), *GAIN_RANGE)
     ncc = np.maximum(ncc_at(best), ncc_at(np.ones_like(best)))
-    return np.where(w.sum(axis=1) >= MIN_REGION * masks.shape[1], np.clip(ncc, -1.0, 1.0), np.nan)
+    out = np.where(w.sum(axis=1) >= MIN_REGION * masks.shape[1], np.clip(ncc, -1.0, 1.0), np.nan)
+    return out if batched else out[0]
+
+
+def _centring_move(volume: np.ndarray) -> np.ndarray:
+    """The whole-voxel move ``(z, y, x)`` that brings the centre of mass of ``volume`` ``(C, Z, Y, X)`` (of its
+    channel mean above its minimum) to the grid centre."""
+    centre = (np.array(volume.shape[1:]) - 1) / 2
+    weight = volume.mean(axis=0) - volume.mean(axis=0).min()
+    com = np.array(ndimage.center_of_mass(weight)) if weight.sum() > 0 else centre
+    return np.asarray(np.round(centre - com).astype(int))
+
+
+def _moved(volume: np.ndarray, move: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``volume`` ``(C, Z, Y, X)`` moved by whole voxels (its minimum enters the view) and where it holds data."""
+    out = ndimage.shift(volume, (0, *move), order=0, mode="constant", cval=float(volume.min()))
+    inside = ndimage.shift(np.ones(volume.shape[1:]), move, order=0, mode="constant", cval=0.0) > 0.5
+    return out, inside
 
 
 def _centred(volumes: np.ndarray) -> np.ndarray:
@@ -296,26 +323,51 @@ def search_copies(queries: Sequence[np.ndarray], references: Sequence[np.ndarray
             aligned[r] = np.where(np.isnan(t), template, t)
         return aligned[r]
 
+    def keep(qi: int, r: int, scores: np.ndarray, how_found: str) -> None:
+        better = np.nan_to_num(scores, nan=-np.inf) > np.nan_to_num(ncc[qi], nan=-np.inf)
+        ncc[qi] = np.where(better, scores, ncc[qi])
+        ref_of[qi] = np.where(better, r, ref_of[qi])
+        for k in np.flatnonzero(better):
+            how[qi][k] = how_found
+
+    # against every training patient, without registration (one product each): the case as it is, unsmoothed (a
+    # partial copy left in place, half of one patient joined to another or a quarter blanked, pulls a registration
+    # weighing the whole field of view off its source and may rank below the shortlists' look-alikes), and, in each
+    # of the 8 mirror states, both centred on their centre of mass and smoothed (a copy moved and mirrored by any
+    # distance, whatever the shortlists found)
+    templates = np.stack([template_on(r) for r in range(len(references))])
+    deviations = np.stack(references) - templates
+    everywhere = np.ones(shape, dtype=bool)
+    moves = [_centring_move(ref) for ref in references]
+    centred_t = np.stack([_smoothed_within(_moved(t, m)[0], everywhere, settings.smoothing)
+                          for t, m in zip(templates, moves, strict=True)])
+    centred_dev = np.stack([_smoothed_within(_moved(ref, m)[0], everywhere, settings.smoothing)
+                            for ref, m in zip(references, moves, strict=True)]) - centred_t
     for qi, (query, cands) in enumerate(zip(queries, candidates, strict=True)):
+        as_is = region_ncc(query, templates, deviations, everywhere, masks)  # (N, R)
+        for r in range(len(references)):
+            keep(qi, r, as_is[r], "as it is (no move)")
+        for mirror in MIRRORS:
+            flipped = np.ascontiguousarray(_mirrored(query, mirror))
+            centred, inside = _moved(flipped, _centring_move(flipped))
+            if inside.mean() < MIN_OVERLAP:
+                continue
+            scores = region_ncc(_smoothed_within(centred, inside, settings.smoothing), centred_t, centred_dev,
+                                inside, masks)
+            axes = "".join(a for a, m in zip("zyx", mirror, strict=True) if m) or "none"
+            for r in range(len(references)):
+                keep(qi, r, scores[r], f"mirror {axes}, both centred on their centre of mass")
         for r in dict.fromkeys(int(c) for c in cands if c >= 0):
-            t, ref = template_on(r), references[r]
-            registered = register(ref.mean(axis=0), query.mean(axis=0), iterations=settings.iterations)
-            # the registered case is scored smoothed (resampling blurred it) and as it is; the registration weighs
-            # the whole field of view, so a partial copy left in place (half of one patient joined to another, a
-            # quarter blanked) can pull it off its source: the unmoved case is scored as well
-            moved = warp(query, registered, shape)
-            for reg, view, sigma in ((registered, moved, settings.smoothing), (registered, moved, 0.0),
-                                     (None, query, 0.0)):
-                overlap = ~np.isnan(view).any(axis=0)
-                if overlap.mean() < MIN_OVERLAP:
-                    continue
-                q_s, t_s, r_s = (_smoothed_within(x, overlap, sigma) for x in (np.nan_to_num(view), t, ref))
-                scores = region_ncc(q_s, t_s, r_s - t_s, overlap, masks)
-                better = np.nan_to_num(scores, nan=-np.inf) > np.nan_to_num(ncc[qi], nan=-np.inf)
-                ncc[qi] = np.where(better, scores, ncc[qi])
-                ref_of[qi] = np.where(better, r, ref_of[qi])
-                for k in np.flatnonzero(better):
-                    how[qi][k] = reg.describe() if reg is not None else "as it is (no move)"
+            t, ref = templates[r], references[r]
+            reg = register(ref.mean(axis=0), query.mean(axis=0), iterations=settings.iterations)
+            moved = warp(query, reg, shape)
+            overlap = ~np.isnan(moved).any(axis=0)
+            if overlap.mean() < MIN_OVERLAP:
+                continue
+            # the registered case smoothed (resampling blurred it) and as it is
+            for sigma in (settings.smoothing, 0.0):
+                q_s, t_s, r_s = (_smoothed_within(x, overlap, sigma) for x in (np.nan_to_num(moved), t, ref))
+                keep(qi, r, region_ncc(q_s, t_s, r_s - t_s, overlap, masks), reg.describe())
         if progress:
             progress(qi + 1, len(queries))
     return CopyScores(names, ncc, ref_of, how)
