@@ -194,24 +194,14 @@ def _centring_move(volume: np.ndarray) -> np.ndarray:
     return np.asarray(np.round(centre - com).astype(int))
 
 
-def _moved(volume: np.ndarray, move: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``volume`` ``(C, Z, Y, X)`` moved by whole voxels (its minimum enters the view) and where it holds data."""
-    out = ndimage.shift(volume, (0, *move), order=0, mode="constant", cval=float(volume.min()))
-    inside = ndimage.shift(np.ones(volume.shape[1:]), move, order=0, mode="constant", cval=0.0) > 0.5
-    return out, inside
+def _moved(volume: np.ndarray, move: np.ndarray) -> np.ndarray:
+    """``volume`` ``(C, Z, Y, X)`` moved by whole voxels; its minimum enters the view."""
+    return np.asarray(ndimage.shift(volume, (0, *move), order=0, mode="constant", cval=float(volume.min())))
 
 
 def _centred(volumes: np.ndarray) -> np.ndarray:
-    """``(N, C, Z, Y, X)`` each moved by whole voxels so that its centre of mass (of the channel mean above its
-    minimum) sits at the grid centre; what enters the view is the volume's minimum."""
-    out = np.empty_like(volumes)
-    centre = (np.array(volumes.shape[2:]) - 1) / 2
-    for i, v in enumerate(volumes):
-        weight = v.mean(axis=0) - v.mean(axis=0).min()
-        com = np.array(ndimage.center_of_mass(weight)) if weight.sum() > 0 else centre
-        move = np.round(centre - com).astype(int)
-        out[i] = ndimage.shift(v, (0, *move), order=0, mode="constant", cval=float(v.min()))
-    return out
+    """``(N, C, Z, Y, X)`` each moved by whole voxels so that its centre of mass sits at the grid centre."""
+    return np.stack([_moved(v, _centring_move(v)) for v in volumes])
 
 
 SHORTLIST_SCALES = (1 / 1.1, 1.0, 1.1)  # the query magnified by these about its centre of mass, for the shortlist
@@ -330,33 +320,16 @@ def search_copies(queries: Sequence[np.ndarray], references: Sequence[np.ndarray
         for k in np.flatnonzero(better):
             how[qi][k] = how_found
 
-    # against every training patient, without registration (one product each): the case as it is, unsmoothed (a
-    # partial copy left in place, half of one patient joined to another or a quarter blanked, pulls a registration
-    # weighing the whole field of view off its source and may rank below the shortlists' look-alikes), and, in each
-    # of the 8 mirror states, both centred on their centre of mass and smoothed (a copy moved and mirrored by any
-    # distance, whatever the shortlists found)
+    # a partial copy left in place (half of one patient joined to another, a quarter blanked) pulls a registration
+    # weighing the whole field of view off its source, and may rank below the shortlists' look-alikes: every case is
+    # also scored as it is, unsmoothed, against every training patient (cheap: no registration, one product)
     templates = np.stack([template_on(r) for r in range(len(references))])
     deviations = np.stack(references) - templates
     everywhere = np.ones(shape, dtype=bool)
-    moves = [_centring_move(ref) for ref in references]
-    centred_t = np.stack([_smoothed_within(_moved(t, m)[0], everywhere, settings.smoothing)
-                          for t, m in zip(templates, moves, strict=True)])
-    centred_dev = np.stack([_smoothed_within(_moved(ref, m)[0], everywhere, settings.smoothing)
-                            for ref, m in zip(references, moves, strict=True)]) - centred_t
     for qi, (query, cands) in enumerate(zip(queries, candidates, strict=True)):
         as_is = region_ncc(query, templates, deviations, everywhere, masks)  # (N, R)
         for r in range(len(references)):
             keep(qi, r, as_is[r], "as it is (no move)")
-        for mirror in MIRRORS:
-            flipped = np.ascontiguousarray(_mirrored(query, mirror))
-            centred, inside = _moved(flipped, _centring_move(flipped))
-            if inside.mean() < MIN_OVERLAP:
-                continue
-            scores = region_ncc(_smoothed_within(centred, inside, settings.smoothing), centred_t, centred_dev,
-                                inside, masks)
-            axes = "".join(a for a, m in zip("zyx", mirror, strict=True) if m) or "none"
-            for r in range(len(references)):
-                keep(qi, r, scores[r], f"mirror {axes}, both centred on their centre of mass")
         for r in dict.fromkeys(int(c) for c in cands if c >= 0):
             t, ref = templates[r], references[r]
             reg = register(ref.mean(axis=0), query.mean(axis=0), iterations=settings.iterations)
