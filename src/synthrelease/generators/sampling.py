@@ -7,7 +7,6 @@ back to HU (CT) or the cohort's MR scale with the workspace's intensity referenc
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from synthrelease.data.workspace import Workspace
 from synthrelease.errors import InputError
 from synthrelease.generators.config import config_hash
 from synthrelease.generators.runs import load_run, run_dir
-from synthrelease.runtime.fs import atomic_directory
+from synthrelease.runtime.fs import atomic_directory, sha256_file
 
 __all__ = ["clean_labels", "sample_set"]
 
@@ -46,14 +45,6 @@ def clean_labels(labels: np.ndarray, min_component: int) -> np.ndarray:
         small = small[small > 0]
         out[np.isin(comp, small)] = 0
     return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def sample_set(ws: Workspace, run: str, *, n: int, seed: int, name: str, batch: int | None = None,
@@ -101,7 +92,7 @@ def sample_set(ws: Workspace, run: str, *, n: int, seed: int, name: str, batch: 
             "run": run,
             "negative_control": bool(gen.negative_control),
             "config_sha256": config_hash(gen.config),
-            "checkpoint_sha256": _sha256(model_path),
+            "checkpoint_sha256": sha256_file(model_path),
             "seed": seed,
             "n": n,
             "batch": size,

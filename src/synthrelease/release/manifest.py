@@ -7,26 +7,19 @@ its signature; a package holds nothing else (no links, no empty folders that mat
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from synthrelease.runtime.fs import sha256_file
+
 __all__ = ["MANIFEST", "SIGNATURE", "Listing", "build_manifest", "list_package", "parse_manifest", "sha256_file"]
 
 MANIFEST = "MANIFEST.sha256"
 SIGNATURE = "MANIFEST.sig"
 _LINE = re.compile(r"^([0-9a-f]{64})  (\S(?:.*\S)?)$")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)

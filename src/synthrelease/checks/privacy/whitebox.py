@@ -61,7 +61,6 @@ grid and spacing), named ``ext0000``...: the extraction attack's larger sample f
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +79,7 @@ from synthrelease.generators.base import Generator
 from synthrelease.generators.membership import LOSS_FRACTIONS, SECMI_FRACTIONS
 from synthrelease.generators.runs import run_dir
 from synthrelease.generators.sampling import clean_labels
+from synthrelease.runtime.fs import sha256_file
 
 __all__ = ["ATTACKS", "WhiteBox", "audited_model", "extra_attack_scores", "extraction_cohort", "white_box",
            "whitebox_status"]
@@ -114,14 +114,6 @@ class WhiteBox:
 
 
 # -- the model ------------------------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _model_path(ctx: AuditContext) -> tuple[Path | None, str | None]:
     """The set's model file in the audit's workspace, or why there is none to use."""
     prov = ctx.provenance
@@ -140,7 +132,7 @@ def _model_path(ctx: AuditContext) -> tuple[Path | None, str | None]:
         return None, f"the set's provenance names no valid run ({exc.one_line()})"
     if not path.is_file():
         return None, f"the workspace has no model file for run {run!r} ({path})"
-    if _sha256(path) != sha:
+    if sha256_file(path) != sha:
         return None, (f"the model file of run {run!r} is not the checkpoint that made the set (its sha256 differs "
                       "from provenance checkpoint_sha256)")
     return path, None
