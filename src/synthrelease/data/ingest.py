@@ -20,6 +20,7 @@ import numpy as np
 from synthrelease import __version__
 from synthrelease.data.case import Case
 from synthrelease.data.nnunet import dataset_json, write_nnunet_case
+from synthrelease.data.parallel import WorkerPool, picklable, resolve_workers
 from synthrelease.data.preprocess import PreprocessConfig, preprocess_case, reference_range
 from synthrelease.data.pseudonyms import draw_pseudonyms, split_patients
 from synthrelease.data.sources import Layout, Source, open_source
@@ -71,7 +72,7 @@ def plan_grid(source: Source, spacing: tuple[float, float, float] | None,
     """Target spacing (x, y, z) and shape (Z, Y, X): given, or per-axis medians of the source (shape to x8)."""
     if spacing is not None and shape is not None:
         return spacing, shape
-    headers = [c.header() for c in source.cases]
+    headers = [c.header() for c in source.cases]  # cheap: DICOM grids come from the scan, NIfTI headers are small
     spacings = np.array([g.spacing for _, g in headers])
     target_spacing = spacing or tuple(float(v) for v in np.round(np.median(spacings, axis=0), 4))
     if shape is None:
@@ -105,15 +106,36 @@ def _check_labels(case: Case, source_name: str, allow_empty: bool) -> None:
                          fix="check the ROI names (--roi-map) or pass --allow-empty-labels")
 
 
+def _ingest_case(load: Callable[[str], tuple[Case, dict[str, Any]]], pid: str, select: tuple[str, ...] | None,
+                 source_name: str, allow_empty: bool, config: PreprocessConfig,
+                 real_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, int]]:
+    """Load, check, preprocess and write one case (in process or in a worker): its record, header summary and the
+    labelled voxels the crop lost."""
+    case, header = load(pid)
+    if select:
+        case = case.select_channels(select)
+    _check_labels(case, source_name, allow_empty)
+    processed, record = preprocess_case(case, config)
+    write_nnunet_case(processed, real_dir)
+    return record.to_dict(), header, {k: v for k, v in record.labels_lost.items() if v}
+
+
 def ingest(src: Path, out: Path, *, modality: str, options: IngestOptions | None = None,
-           progress: Progress | None = None) -> Workspace:
-    """Create the workspace ``out`` from the source folder ``src``; atomic: all or nothing."""
+           progress: Progress | None = None, workers: int | None = None) -> Workspace:
+    """Create the workspace ``out`` from the source folder ``src``; atomic: all or nothing.
+
+    ``workers``: processes that read, de-identify, preprocess and write the cases (1: in this process; ``None`` or
+    0: auto, see ``synthrelease.data.parallel.resolve_workers``). The workspace is byte-identical whatever the count.
+    """
     opts = options or IngestOptions()
     opts.validate()
     rng = np.random.default_rng(np.random.SeedSequence([opts.seed, 0x16E5]))
     source = open_source(Path(src), layout=opts.layout, modality=modality, channels=opts.channels,
                          roi_map=opts.roi_map, uid_salt=rng.bytes(16))
     channels = tuple(opts.channels or source.channel_names)
+    n_workers = resolve_workers(workers, len(source.cases))
+    if n_workers > 1 and not picklable(*(c.load for c in source.cases[:1])):
+        n_workers = 1  # a source built with closures: it can only be read here
     spacing, shape = plan_grid(source, opts.spacing, opts.shape)
     config = PreprocessConfig.for_modality(source.modality, spacing=spacing, shape=shape, ct_window=opts.ct_window,
                                            interpolation=opts.interpolation)
@@ -128,22 +150,25 @@ def ingest(src: Path, out: Path, *, modality: str, options: IngestOptions | None
             (tmp / sub).mkdir()
         records: dict[str, Any] = {}
         headers: dict[str, Any] = {}
-        for i, (sc, pid) in enumerate(zip(source.cases, pseudonyms, strict=True)):
-            if progress:
-                progress("ingest", i, n)
-            case, header = sc.load(pid)
-            if opts.channels:
-                case = case.select_channels(channels)
-            _check_labels(case, sc.source_name, opts.allow_empty_labels)
-            processed, record = preprocess_case(case, config)
-            lost = {k: v for k, v in record.labels_lost.items() if v}
-            if lost:
-                log.warning("case %s: the %s crop cut away labelled voxels %s; pass a larger --shape or a coarser "
-                            "--spacing to keep them", pid, "x".join(map(str, shape)), lost)
-            write_nnunet_case(processed, tmp / "real")
-            records[pid] = record.to_dict()
-            if header:
-                headers[pid] = header
+        select = channels if opts.channels else None
+        pool = WorkerPool(n_workers)  # (starts its processes on first use)
+        tasks = [(sc.load, pid, select, sc.source_name, opts.allow_empty_labels, config, tmp / "real")
+                 for sc, pid in zip(source.cases, pseudonyms, strict=True)]
+        if progress:
+            progress("ingest", 0, n)
+        try:
+            for i, (record, header, lost) in enumerate(pool.map(_ingest_case, tasks)):
+                pid = pseudonyms[i]
+                if lost:
+                    log.warning("case %s: the %s crop cut away labelled voxels %s; pass a larger --shape or a "
+                                "coarser --spacing to keep them", pid, "x".join(map(str, shape)), lost)
+                records[pid] = record
+                if header:
+                    headers[pid] = header
+                if progress and i + 1 < n:
+                    progress("ingest", i + 1, n)
+        finally:
+            pool.close()  # every worker has stopped before a failed build is removed
         if progress:
             progress("ingest", n, n)
         _write_real_metadata(tmp, source, channels, records, headers)

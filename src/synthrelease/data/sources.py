@@ -7,6 +7,7 @@ asks for the id map).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ class SourceCase:
     patient_key: str
     load: Callable[[str], tuple[Case, dict[str, Any]]]  # new case id -> (case, de-identified header summary)
     header: Callable[[], tuple[tuple[int, int, int], Geometry]]  # grid shape (Z, Y, X) and geometry, cheaply
+    # (both are partials of module-level functions, so that ingest can call them in worker processes; a source
+    # built with closures instead still works, in process)
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,15 @@ def detect_layout(root: Path) -> Layout:
 
 
 def _nifti_header(paths: Sequence[Path]) -> Callable[[], tuple[tuple[int, int, int], Geometry]]:
-    return lambda: read_nifti_geometry(paths[0])
+    return functools.partial(read_nifti_geometry, paths[0])  # a partial, not a lambda: it pickles (for workers)
+
+
+def _load_nnunet(files: Any, index: Any, case_id: str) -> tuple[Case, dict[str, Any]]:
+    return load_nnunet_case(files, index, case_id=case_id), {}
+
+
+def _load_dicom(src: Any, deid: Any, schema: LabelSchema, case_id: str) -> tuple[Case, dict[str, Any]]:
+    return src.load(deid, schema, case_id)
 
 
 def _open_nnunet(root: Path, modality: Modality) -> Source:
@@ -96,10 +107,9 @@ def _open_nnunet(root: Path, modality: Modality) -> Source:
         raise LayoutError(f"dataset.json describes {index.modality.value} data, not {modality.value}",
                           where=root / "dataset.json", fix="pass the matching --modality")
 
-    def loader(files: Any) -> Callable[[str], tuple[Case, dict[str, Any]]]:
-        return lambda case_id: (load_nnunet_case(files, index, case_id=case_id), {})
-
-    cases = tuple(SourceCase(f.case_id, f.case_id, loader(f), _nifti_header(f.images)) for f in index.cases)
+    slim = dataclasses.replace(index, cases=())  # what loading one case needs (each case's loader carries it)
+    cases = tuple(SourceCase(f.case_id, f.case_id, functools.partial(_load_nnunet, f, slim), _nifti_header(f.images))
+                  for f in index.cases)
     return Source(root, Layout.NNUNET, modality, index.channel_names, index.schema, cases)
 
 
@@ -138,17 +148,12 @@ def _open_brats(root: Path, modality: Modality, channels: Sequence[str] | None) 
 def _open_dicom(root: Path, modality: Modality, roi_map: Sequence[tuple[int, str]] | None,
                 uid_salt: bytes) -> Source:
     from synthrelease.data.dicom import Deidentifier, scan_dicom_source
-    from synthrelease.data.dicom.scan import series_header
-
     scanned = scan_dicom_source(root, modality, roi_map)
     schema = default_schema(modality)
     deid = Deidentifier(uid_salt=uid_salt)
 
-    def loader(src: Any) -> Callable[[str], tuple[Case, dict[str, Any]]]:
-        return lambda case_id: src.load(deid, schema, case_id)
-
     cases = tuple(
-        SourceCase(s.source_name, s.patient_key, loader(s), functools.partial(series_header, s.files))
+        SourceCase(s.source_name, s.patient_key, functools.partial(_load_dicom, s, deid, schema), s.header)
         for s in scanned
     )
     return Source(root, Layout.DICOM, modality, (modality.value,), schema, cases)

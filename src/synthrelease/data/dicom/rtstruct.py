@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from pydicom import dcmread
+from pydicom.charset import convert_encodings
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, RTStructureSetStorage
@@ -24,6 +25,13 @@ from skimage.measure import find_contours
 
 from synthrelease.data.case import Geometry
 from synthrelease.data.dicom.deid import derived_uid
+from synthrelease.data.dicom.fast import (
+    ContourItem,
+    contour_sequence_element,
+    new_item,
+    read_contours,
+    read_ds_array,
+)
 from synthrelease.data.dicom.series import affine_of, plant_identity, slice_normal
 from synthrelease.data.phantoms.identity import FakeIdentity
 from synthrelease.data.schema import Modality
@@ -41,6 +49,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 RoiMap = Sequence[tuple[int, str]]
 
+_CONTOUR_DATA = 0x30060050
+_CONTOUR_SEQUENCE = 0x30060040
 _CT_MAP: list[tuple[int, str]] = [(2, "Mandible*|Bone*|Vertebra*|C[1-7]*|Skull*"), (1, "GTV*|Tumo*")]
 _MR_MAP: list[tuple[int, str]] = [(2, "SNFH|Edema|Oedema*|FLAIR*"), (1, "NCR|Necro*"), (3, "ET|Enhanc*")]
 
@@ -84,12 +94,24 @@ def referenced_series_uids(ds: Dataset) -> set[str]:
     return uids
 
 
+def _contours(roi_contour: Dataset) -> list[tuple[str, np.ndarray | None]]:
+    """(geometric type, contour numbers) of each contour of an ROI: parsed straight from the sequence bytes where
+    they are plain explicit VR little endian, else through pydicom (the same values either way)."""
+    fast = read_contours(roi_contour)
+    if fast is not None:
+        return fast
+    return [(str(c.get("ContourGeometricType", "")), read_ds_array(c, _CONTOUR_DATA))
+            for c in roi_contour.get("ContourSequence", [])]
+
+
 def _rasterize(contours: list[np.ndarray], inverse: np.ndarray, shape: tuple[int, int, int]) -> tuple[np.ndarray, int]:
     """Even-odd fill of contours (N, 3 mm) per slice; returns the mask and the number of contours off the grid."""
     mask = np.zeros(shape, dtype=bool)
     off = 0
     for pts in contours:
-        idx = (inverse @ np.c_[pts, np.ones(len(pts))].T)[:3]  # rows: i (x), j (y), k (z)
+        homogeneous = np.empty((len(pts), 4))
+        homogeneous[:, :3], homogeneous[:, 3] = pts, 1.0
+        idx = (inverse @ homogeneous.T)[:3]  # rows: i (x), j (y), k (z)
         k = np.round(idx[2])
         if np.ptp(idx[2]) > 0.5 or not 0 <= k[0] < shape[0]:
             off += 1
@@ -122,10 +144,13 @@ def read_rtstruct(path: Path, image_geometry: Geometry, shape: tuple[int, int, i
     names = {int(r.ROINumber): str(r.get("ROIName", "")) for r in ds.StructureSetROISequence}
     contours: dict[int, list[np.ndarray]] = {}
     for rc in ds.get("ROIContourSequence", []):
-        for c in rc.get("ContourSequence", []):
-            if str(c.get("ContourGeometricType", "")).upper() == "CLOSED_PLANAR" and c.get("ContourData"):
-                pts = np.asarray([float(v) for v in c.ContourData], dtype=float).reshape(-1, 3)
-                contours.setdefault(int(rc.ReferencedROINumber), []).append(pts)
+        for gtype, values in _contours(rc):
+            if gtype.upper() != "CLOSED_PLANAR" or values is None or not values.size:
+                continue
+            if values.size % 3:
+                raise DicomError(f"contour data holds {values.size} numbers, not x/y/z triplets", where=path,
+                                 fix="repair or re-export the structure set")
+            contours.setdefault(int(rc.ReferencedROINumber), []).append(values.reshape(-1, 3))
     inverse = np.linalg.inv(affine_of(image_geometry))
     labels = np.zeros(shape, dtype=np.uint8)
     unmatched = sum(1 for name in names.values() if not match_roi(name, roi_map))
@@ -213,20 +238,15 @@ def write_rtstruct(labels: np.ndarray, geometry: Geometry, image_datasets: Seque
         items = []
         for k in range(labels.shape[0]):
             for rc in _slice_contours(labels[k] == value):
-                ijk1 = np.c_[rc[:, 1], rc[:, 0], np.full(len(rc), k), np.ones(len(rc))]
+                ijk1 = np.empty((len(rc), 4))  # columns i (x), j (y), k (z), 1
+                ijk1[:, 0], ijk1[:, 1], ijk1[:, 2], ijk1[:, 3] = rc[:, 1], rc[:, 0], k, 1.0
                 mm = (affine @ ijk1.T)[:3].T
-                c = Dataset()
-                c.ContourGeometricType, c.NumberOfContourPoints = "CLOSED_PLANAR", len(mm)
-                c.ContourData = [f"{v:.4f}" for v in mm.ravel()]
-                if k in by_k:
-                    img = Dataset()
-                    img.ReferencedSOPClassUID = by_k[k].SOPClassUID
-                    img.ReferencedSOPInstanceUID = by_k[k].SOPInstanceUID
-                    c.ContourImageSequence = DicomSequence([img])
-                items.append(c)
-        rcd = Dataset()
+                img = by_k.get(k)
+                items.append(ContourItem(mm, *((str(img.SOPClassUID), str(img.SOPInstanceUID)) if img else ())))
+        rcd = new_item()  # its raw ContourSequence is written as it is: no pydicom object per contour or value
         rcd.ROIDisplayColor = [[255, 0, 0], [230, 230, 200], [0, 160, 255], [0, 200, 0]][value % 4]
-        rcd.ReferencedROINumber, rcd.ContourSequence = number, DicomSequence(items)
+        rcd.ReferencedROINumber = number
+        rcd[_CONTOUR_SEQUENCE] = contour_sequence_element(items)
         roi_contours.append(rcd)
         obs = Dataset()
         obs.ObservationNumber, obs.ReferencedROINumber = number, number
@@ -235,6 +255,10 @@ def write_rtstruct(labels: np.ndarray, geometry: Geometry, image_datasets: Seque
     ds.StructureSetROISequence = DicomSequence(rois)
     ds.ROIContourSequence = DicomSequence(roi_contours)
     ds.RTROIObservationsSequence = DicomSequence(observations)
+    # Mark the new dataset as explicit VR little endian in its own character set (what it is written as): pydicom
+    # then writes the raw contour sequences as they are instead of decoding every item to check for ambiguous VRs
+    # (this dataset has none). Same bytes either way; only faster.
+    ds.set_original_encoding(False, True, convert_encodings(ds.SpecificCharacterSet))
     out_path = Path(out_path)
     ds.save_as(out_path, enforce_file_format=True)
     return out_path

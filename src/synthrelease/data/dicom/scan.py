@@ -47,6 +47,12 @@ class DicomCaseSource:
     source_name: str
     modality: Modality = Modality.CT
     roi_map: tuple[tuple[int, str], ...] = ()
+    # grid shape (Z, Y, X) and geometry from the headers the scan read (None: read them again when asked)
+    grid: tuple[tuple[int, int, int], Geometry] | None = field(default=None, repr=False, compare=False)
+
+    def header(self) -> tuple[tuple[int, int, int], Geometry]:
+        """Grid shape ``(Z, Y, X)`` and geometry of the image series, without reading pixel data."""
+        return self.grid if self.grid is not None else series_header(self.files)
 
     def load(self, deidentifier: Deidentifier, schema: LabelSchema, case_id: str) -> tuple[Case, dict[str, Any]]:
         """Read the case (image, rasterized labels, geometry; ``meta`` empty) and a de-identified header summary.
@@ -163,6 +169,10 @@ def scan_dicom_source(root: Path, modality: Modality | str, roi_map: RoiMap | No
     sources: list[DicomCaseSource] = []
     for uid, members in series.items():
         files = tuple(sorted(p for p, _ in members))
+        try:  # the grid from the headers in hand (as series_header would read them); a bad grid is reported on load
+            grid = _grid_of([ds for _, ds in sorted(members, key=lambda m: m[0])])
+        except DicomError:
+            grid = None
         if not assigned[uid]:
             raise LayoutError("image series has no RTSTRUCT or SEG", where=files[0],
                               fix="add its structure set or segmentation, or remove the series from the source")
@@ -175,12 +185,16 @@ def scan_dicom_source(root: Path, modality: Modality | str, roi_map: RoiMap | No
         sources.append(DicomCaseSource(
             files=files, label_file=label_file, label_kind="rtstruct" if kind == "rtstruct" else "seg",
             patient_key=str(members[0][1].get("PatientID", "") or uid), source_name=root.name if rel == "." else rel,
-            modality=wanted, roi_map=tuple(roi_map or ())))
+            modality=wanted, roi_map=tuple(roi_map or ()), grid=grid))
     return sorted(sources, key=lambda s: (s.source_name, s.files[0]))
 
 
 def series_header(files: Sequence[Path]) -> tuple[tuple[int, int, int], Geometry]:
     """Grid shape ``(Z, Y, X)`` and geometry of an image series from its headers alone (no pixel data read)."""
-    slices = sort_slices([dcmread(p, stop_before_pixels=True) for p in files])
+    return _grid_of([dcmread(p, stop_before_pixels=True) for p in files])
+
+
+def _grid_of(headers: Sequence[Dataset]) -> tuple[tuple[int, int, int], Geometry]:
+    slices = sort_slices(headers)
     geometry = geometry_of_slices(slices)
     return (len(slices), int(slices[0].Rows), int(slices[0].Columns)), geometry

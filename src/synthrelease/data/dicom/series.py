@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from synthrelease.data.case import Geometry
 from synthrelease.data.phantoms.identity import FakeIdentity
@@ -147,7 +148,7 @@ def load_series(files: Sequence[Path]) -> tuple[np.ndarray, Geometry, Modality, 
     volume = np.empty((len(slices), int(slices[0].Rows), int(slices[0].Columns)), dtype=np.float32)
     for k, ds in enumerate(slices):
         try:
-            pixels = np.asarray(ds.pixel_array, dtype=np.float64)
+            pixels = np.asarray(_pixel_array(ds), dtype=np.float64)
         except Exception as exc:
             raise DicomError(f"pixel data cannot be decoded ({type(exc).__name__})", where=_where(ds),
                              fix="re-export the series uncompressed or install the matching pixel-data handler"
@@ -156,6 +157,29 @@ def load_series(files: Sequence[Path]) -> tuple[np.ndarray, Geometry, Modality, 
         intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
         volume[k] = pixels * slope + intercept
     return volume, geometry, modality, slices
+
+
+_NATIVE_LITTLE_ENDIAN = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
+
+
+def _pixel_array(ds: Dataset) -> np.ndarray:
+    """``ds.pixel_array``; for the plainest slices (uncompressed little endian, one sample of 8 or 16 bits, all bits
+    stored, one frame) straight from the bytes, which are then exactly its values, skipping pydicom's decoder set-up."""
+    meta = getattr(ds, "file_meta", None)
+    elem = ds.get_item(0x7FE00010)
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    bits = ds.get("BitsAllocated")
+    if (meta is not None and meta.get("TransferSyntaxUID") in _NATIVE_LITTLE_ENDIAN and elem is not None
+            and elem.VR in ("OB", "OW", None) and isinstance(elem.value, bytes) and bits in (8, 16)
+            and ds.get("BitsStored") == bits and ds.get("PixelRepresentation") in (0, 1)
+            and ds.get("SamplesPerPixel", 1) == 1 and int(ds.get("NumberOfFrames", 1) or 1) == 1
+            and str(ds.get("PhotometricInterpretation", "")) in ("MONOCHROME1", "MONOCHROME2")
+            and rows > 0 and cols > 0):
+        size = rows * cols * bits // 8
+        if len(elem.value) in (size, size + 1):  # (+1: the padding byte of an odd length)
+            dtype = np.dtype(("<i" if ds.PixelRepresentation == 1 else "<u") + str(bits // 8))
+            return np.frombuffer(elem.value, dtype=dtype, count=rows * cols).reshape(rows, cols)
+    return ds.pixel_array
 
 
 def plant_identity(ds: Dataset, identity: FakeIdentity) -> None:

@@ -8,10 +8,13 @@ identity, so the same inputs give byte-identical files. CT is stored as int16 wi
 from __future__ import annotations
 
 from collections.abc import Mapping
+from io import BytesIO
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from pydicom import dcmread
+from pydicom.charset import convert_encodings
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
 from pydicom.valuerep import format_number_as_ds
@@ -93,18 +96,48 @@ def _slice_dataset(stored: np.ndarray, k: int, geometry: Geometry, modality: Mod
         ds.MagneticFieldStrength, ds.RepetitionTime, ds.EchoTime = "3", "2300", "2.3"
         ds.ScanningSequence, ds.SequenceVariant, ds.MRAcquisitionType = "GR", "SP", "3D"
         ds.ImagedNucleus = "1H"
-    position = np.asarray(geometry.origin) + d[:, 2] * geometry.spacing[2] * k
-    ds.ImagePositionPatient = [_ds(v) for v in position]
     ds.ImageOrientationPatient = [_ds(v) for v in np.r_[d[:, 0], d[:, 1]]]
     ds.PixelSpacing = [_ds(geometry.spacing[1]), _ds(geometry.spacing[0])]  # row spacing, column spacing
     ds.SliceThickness = ds.SpacingBetweenSlices = _ds(geometry.spacing[2])
-    ds.SliceLocation = _ds(np.dot(position, d[:, 2]))
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.Rows, ds.Columns = int(stored.shape[1]), int(stored.shape[2])
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
     ds.PixelRepresentation = 1 if stored.dtype == np.int16 else 0
     ds.RescaleSlope, ds.RescaleIntercept = _ds(slope), _ds(intercept)
+    _set_slice(ds, stored, k, geometry, sop_uid)
+    return ds
+
+
+def _set_slice(ds: Dataset, stored: np.ndarray, k: int, geometry: Geometry, sop_uid: str) -> None:
+    """The attributes that differ from slice to slice (all others are the same in every slice of the series)."""
+    d = np.asarray(geometry.direction, dtype=float).reshape(3, 3)
+    ds.file_meta.MediaStorageSOPInstanceUID = UID(sop_uid)
+    ds.SOPInstanceUID = sop_uid
+    ds.InstanceNumber = k + 1
+    position = np.asarray(geometry.origin) + d[:, 2] * geometry.spacing[2] * k
+    ds.ImagePositionPatient = [_ds(v) for v in position]
+    ds.SliceLocation = _ds(np.dot(position, d[:, 2]))
     ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
+
+
+def _raw_template(ds: Dataset) -> Dataset:
+    """``ds`` encoded once (explicit VR little endian) and read back undecoded: raw elements to copy into every
+    slice, which pydicom then writes as they are instead of encoding each value of each slice again."""
+    buffer = BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return dcmread(BytesIO(buffer.getvalue()))
+
+
+def _from_template(template: Dataset) -> Dataset:
+    """A new dataset holding ``template``'s elements (raw ones stay raw: they are immutable and shared safely)."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    for tag, elem in template.file_meta.items():  # items() gives the stored (raw) elements, undecoded
+        ds.file_meta[tag] = elem
+    for tag, elem in template.items():
+        ds[tag] = elem
+    # written as it was read (explicit VR little endian, its own character set): raw elements are copied as they are
+    ds.set_original_encoding(False, True, convert_encodings(template.SpecificCharacterSet))
     return ds
 
 
@@ -128,8 +161,12 @@ def write_dicom_case(case: Case, out_dir: Path, identity: FakeIdentity, *,
     uids = {"study": uid("study"), "series": uid("series"), "frame": uid("frame")}
     paths: list[Path] = []
     datasets: list[Dataset] = []
+    # everything but the per-slice attributes is encoded once, from slice 0 (same bytes as encoding every slice)
+    template = _raw_template(_slice_dataset(stored, 0, geometry, modality, uids, slope, intercept, identity,
+                                            uid("sop", 0)))
     for k in range(stored.shape[0]):
-        ds = _slice_dataset(stored, k, geometry, modality, uids, slope, intercept, identity, uid("sop", k))
+        ds = _from_template(template)
+        _set_slice(ds, stored, k, geometry, uid("sop", k))
         path = out_dir / f"{modality.value}_{k + 1:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         ds.filename = str(path)

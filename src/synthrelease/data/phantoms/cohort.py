@@ -24,6 +24,7 @@ from synthrelease.data.brats import BRATS_CHANNELS
 from synthrelease.data.case import Case
 from synthrelease.data.nifti import write_nifti
 from synthrelease.data.nnunet import dataset_json, write_nnunet_case
+from synthrelease.data.parallel import WorkerPool, resolve_workers
 from synthrelease.data.phantoms.ct import make_ct_phantom
 from synthrelease.data.phantoms.identity import FakeIdentity, make_identity
 from synthrelease.data.phantoms.mri import make_mri_phantom
@@ -80,10 +81,41 @@ def _write_brats_case(case: Case, root: Path, name: str, identity: FakeIdentity,
         _plant_nifti_header(path, identity)
 
 
+def _write_case(i: int, modality: Modality, shape: int, seed: int, fmt: PhantomFormat,
+                channels: tuple[str, ...] | None, dicom_labels: str, root: Path
+                ) -> tuple[str, dict[str, Any], tuple[Any, Modality, tuple[str, ...]]]:
+    """Make and write phantom patient ``i`` (in process or in a worker): its folder/case name, its planted-PHI
+    entry and what ``dataset.json`` needs (schema, modality, channel names)."""
+    case = (make_ct_phantom(i, shape=shape, seed=seed) if modality is Modality.CT
+            else make_mri_phantom(i, shape=shape, seed=seed, channels=channels or BRATS_CHANNELS))
+    ident = make_identity(i, seed)
+    if fmt is PhantomFormat.NNUNET:
+        name = f"HN_{ident.patient_id}" if modality is Modality.CT else f"GLI_{ident.patient_id}"
+        _write_nnunet_case(case, root, name, ident)
+    elif fmt in (PhantomFormat.BRATS, PhantomFormat.BRATS2021):
+        digits = "".join(ch for ch in ident.patient_id if ch.isdigit())
+        naming = 2023 if fmt is PhantomFormat.BRATS else 2021
+        name = f"BraTS-GLI-{digits}-000" if naming == 2023 else f"BraTS2021_{digits}"
+        _write_brats_case(case, root, name, ident, naming)
+    else:
+        from synthrelease.data.dicom.write import write_dicom_case
+
+        family, given = ident.patient_name.split("^")
+        name = f"{family}_{given}_{ident.patient_id}"
+        write_dicom_case(case, root / name, ident, labels="seg" if dicom_labels == "seg" else "rtstruct",
+                         uid_seed=seed * 100003 + i)
+    entry = {"identity": ident.to_dict(), "strings": [name, *ident.planted_strings()]}
+    return name, entry, (case.schema, case.modality, case.channel_names)
+
+
 def write_phantom_cohort(out: Path, *, modality: Modality | str, cases: int, shape: int = 32, seed: int = 0,
                          fmt: PhantomFormat | str = PhantomFormat.NIFTI, channels: tuple[str, ...] | None = None,
-                         dicom_labels: str = "rtstruct") -> Path:
-    """Write ``cases`` phantom patients to the new folder ``out`` (atomically). Same seed -> same bytes."""
+                         dicom_labels: str = "rtstruct", workers: int | None = None) -> Path:
+    """Write ``cases`` phantom patients to the new folder ``out`` (atomically). Same seed -> same bytes.
+
+    ``workers``: processes that make and write the patients (1: in this process; ``None`` or 0: auto, see
+    ``synthrelease.data.parallel.resolve_workers``); the bytes are the same whatever the count.
+    """
     modality = Modality.parse(modality)
     fmt = PhantomFormat(fmt)
     if dicom_labels not in ("rtstruct", "seg"):
@@ -94,33 +126,18 @@ def write_phantom_cohort(out: Path, *, modality: Modality | str, cases: int, sha
         fmt = PhantomFormat.NNUNET if modality is Modality.CT else PhantomFormat.BRATS
     if fmt in (PhantomFormat.BRATS, PhantomFormat.BRATS2021) and modality is not Modality.MR:
         raise InputError("the BraTS layout holds MRI", fix="use --modality mri or --format nnunet|dicom")
+    n_workers = resolve_workers(workers, cases)
     planted: dict[str, Any] = {}
-    with atomic_directory(Path(out)) as tmp:
-        first: Case | None = None
-        for i in range(cases):
-            case = (make_ct_phantom(i, shape=shape, seed=seed) if modality is Modality.CT
-                    else make_mri_phantom(i, shape=shape, seed=seed, channels=channels or BRATS_CHANNELS))
-            first = first or case
-            ident = make_identity(i, seed)
-            if fmt is PhantomFormat.NNUNET:
-                name = f"HN_{ident.patient_id}" if modality is Modality.CT else f"GLI_{ident.patient_id}"
-                _write_nnunet_case(case, tmp, name, ident)
-            elif fmt in (PhantomFormat.BRATS, PhantomFormat.BRATS2021):
-                digits = "".join(ch for ch in ident.patient_id if ch.isdigit())
-                naming = 2023 if fmt is PhantomFormat.BRATS else 2021
-                name = f"BraTS-GLI-{digits}-000" if naming == 2023 else f"BraTS2021_{digits}"
-                _write_brats_case(case, tmp, name, ident, naming)
-            else:
-                from synthrelease.data.dicom.write import write_dicom_case
-
-                family, given = ident.patient_name.split("^")
-                name = f"{family}_{given}_{ident.patient_id}"
-                write_dicom_case(case, tmp / name, ident, labels="seg" if dicom_labels == "seg" else "rtstruct",
-                                 uid_seed=seed * 100003 + i)
-            planted[name] = {"identity": ident.to_dict(), "strings": [name, *ident.planted_strings()]}
+    with atomic_directory(Path(out)) as tmp, WorkerPool(n_workers) as pool:
+        tasks = [(i, modality, shape, seed, fmt, channels, dicom_labels, tmp) for i in range(cases)]
+        first = None
+        for name, entry, meta in pool.map(_write_case, tasks):
+            first = first or meta
+            planted[name] = entry
         if fmt is PhantomFormat.NNUNET and first is not None:
-            data = dataset_json(name="phantoms", schema=first.schema, modality=first.modality,
-                                channel_names=first.channel_names, n_cases=cases)
+            schema, case_modality, channel_names = first
+            data = dataset_json(name="phantoms", schema=schema, modality=case_modality, channel_names=channel_names,
+                                n_cases=cases)
             (tmp / "dataset.json").write_text(json.dumps(data, indent=2) + "\n")
         (tmp / PLANTED_PHI_FILE).write_text(json.dumps(planted, indent=2) + "\n")
     return Path(out)
