@@ -197,6 +197,10 @@ class AuditSettings:
     # bf16 autocast for the MONAI engine on a CPU with native bf16: 1.7x faster per step there, but not bit-for-bit
     # reproducible in every shape (runtime.precision), so off by default
     utility_cpu_bf16: bool = False
+    # the MONAI engine on CPU: arms trained at once, each in its own process on one torch thread (None: one per usable
+    # core, at most one per arm, in sequence under 100 steps; 1: in sequence in the audit's process, on one thread
+    # each). The results do not depend on it
+    utility_workers: int | None = None
 
 
 class AuditContext:

@@ -11,7 +11,9 @@ back as schema label values on each input image's grid.
 
 Seeding: weights are drawn inside ``torch.random.fork_rng`` from ``seed``, patches from a ``numpy`` generator of the
 same seed, so a run changes no global random state and the same seed gives the same model on CPU (GPU kernels may
-add nondeterminism). Threads: the caller's ``torch`` thread count is used as it is.
+add nondeterminism). Threads: the caller's ``torch`` thread count is used as it is, and recorded in ``model.json``
+on CPU: it is part of the result (fp32 kernels split their sums by thread, so the same seed on one and on two
+threads gives models of other bytes); the utility check fixes it to one thread per arm.
 
 Memory: the training cases are held in memory as float32 (64 MiB per channel and case at 256^3); study-scale
 cohorts belong to the nnU-Net engine. Cost (one CPU thread, features 16-128, batch 2): DynUNet about 0.25 s a step
@@ -133,7 +135,8 @@ class MonaiEngine(SegmentationEngine):
         write_model_info(out, self.name, config, labels=schema.labels_json(), regions=schema.regions_json(),
                          channels=list(channels), patch_size=list(patch),
                          precision=resolved_precision(device, cuda_bf16=False, cpu_bf16=config.cpu_bf16),
-                         final_loss=float(np.mean(losses[-max(1, len(losses) // 10):])))
+                         final_loss=float(np.mean(losses[-max(1, len(losses) // 10):])),
+                         **({"cpu_threads": torch.get_num_threads()} if device.type == "cpu" else {}))
         return out
 
     def predict(self, model: Path, cohort_dir: Path, out: Path) -> Path:
