@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -41,7 +42,9 @@ def train(out_: Output, workspace: Path, generator: str, config_file: Path | Non
         info = train_run(ws, generator, name=name, config_file=config_file, resume=resume, steps=steps, seed=seed,
                          device=device, progress=report)
     losses = ", ".join(f"{k} {v:.4g}" for k, v in info.final_losses.items())
-    out_.info(f"trained {info.generator} for {info.steps} steps in {info.seconds:.1f} s ({losses})")
+    precision = json.loads((info.path / "run.json").read_text()).get("precision", "unknown")
+    out_.info(f"trained {info.generator} for {info.steps} steps in {info.seconds:.1f} s, precision {precision} "
+              f"({losses})")
     click.echo(str(info.path / "model.pt"))
 
 

@@ -41,6 +41,9 @@ def _render(out_: Output, report: dict[str, Any]) -> None:
 
         table.add_row(arm, cell(f"dice_{key}"), *[cell(f"dice_{arm_key(n)}_{key}") for n in names], cell(f"hd95_{key}"))
     out_.console.print(table)
+    used = sorted({str(p) for p in evidence.get("precision", {}).values() if p})
+    if used:
+        out_.info(f"precision: {', '.join(used)}")
     ratio = metrics.get("dice_ratio")
     if ratio:
         ci = ratio.get("ci95")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,19 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert run("train", ws, "--generator", "copycat", "--name", "cc").exit_code == 0
     assert run("sample", ws, "--model", "cc", "--n", 12, "--seed", 1, "--name", "copies").exit_code == 0
     return ws
+
+
+def test_a_log_of_the_audit_names_each_check(ws: Path) -> None:
+    """stderr that is not a terminal (CliRunner, a log, CI) gets a plain progress line per check, not bar frames."""
+    res = run("audit", ws, "--synthetic", "copies", "--only", "privacy.metadata", "--only", "integrity.cohort",
+              "--policy", "none")
+    assert res.exit_code == 0, res.output
+    lines = [line for line in res.stderr.splitlines() if re.match(r"^\[ *\d+\.\d s\] ", line)]
+    names = [line.split("] ", 1)[1] for line in lines]
+    checks = sorted(n for n in names if n.startswith("check "))
+    assert [n.rsplit(" ", 1)[0] for n in checks] == ["check integrity.cohort", "check privacy.metadata"], res.stderr
+    assert sorted(n.rsplit(" ", 1)[1] for n in checks) == ["0/2", "1/2"] and names[-1] == "checks 2/2"
+    assert "\x1b" not in res.stderr
 
 
 def test_audit_workspace_set_writes_report(ws: Path) -> None:

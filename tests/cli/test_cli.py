@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -20,11 +21,16 @@ def run(*args: str):
     return CliRunner().invoke(cli, [str(a) for a in args])
 
 
+PROGRESS_LINE = re.compile(r"^\[ *\d+\.\d s\] .+ \d+/\d+$")  # what a log gets of the work done before the error
+
+
 def assert_bad_input(result, *needles: str) -> None:
-    """Exit 2, exactly one line on stderr starting 'error:', no traceback, naming what it should."""
+    """Exit 2, exactly one line on stderr starting 'error:' (the last, after any progress lines), no traceback,
+    naming what it should."""
     assert result.exit_code == 2, (result.exit_code, result.output, result.stderr)
-    lines = result.stderr.strip().splitlines()
+    lines = [line for line in result.stderr.strip().splitlines() if not PROGRESS_LINE.match(line)]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert result.stderr.strip().splitlines()[-1] == lines[0]
     assert "Traceback" not in result.output
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -33,7 +34,17 @@ def test_phantoms_then_ingest_as_a_user_would(tmp_path):
 def test_demo_runs(tmp_path):
     res = synthrelease("demo", "--generator", "ldm", "--out", "D", "--cases", 8, "--samples", 8, "--shape", 16,
                        "--train-steps", 4, "--utility-steps", 5, "--json", cwd=tmp_path)
-    assert res.returncode == 0, res.stderr  # 0: no identifier leaked and the gate closed on the copycat control
+    # 1: the gate failed the demo set (4 unseen patients), so nothing was exported; the reason is the last line
+    assert res.returncode == 1, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("demo failed: the gate failed the demo set (integrity.cohort.n_holdout"), res.stderr
+    assert "copycat" not in last  # the gate closed on the copycat control
+    # a log (stderr is not a terminal) shows the precision, each stage's time and each check of the audits
+    log = res.stderr.splitlines()
+    assert "precision: fp32" in log  # the default
+    assert any(re.match(r"\[ *\d+:\d\d\] 6/8 auditing the set .* \(5/8 took \d+:\d\d\)$", line) for line in log)
+    assert any(re.match(r"\[ *\d+:\d\d\] finished in \d+:\d\d \(8/8 took \d+:\d\d\)$", line) for line in log)
+    assert any(re.match(r"\[ *\d+\.\d s\] check privacy\.memorization \d+/\d+$", line) for line in log)
     summary = json.loads(res.stdout)
     assert summary["deidentification"]["found_in_workspace"] == 0
     assert summary["deidentification"]["planted_strings"] > 6 * 5
@@ -53,13 +64,13 @@ def test_demo_runs(tmp_path):
     assert demo["report_html"] == str(tmp_path / "D" / "workspace" / "audits" / "demo" / "report.html")
     res = synthrelease("--quiet", "demo", "--out", "D", "--cases", 6, "--shape", 16, "--train-steps", 0,
                        cwd=tmp_path)
-    assert res.returncode == 0, res.stderr  # a previous demo folder is replaced
+    assert res.returncode == 0, res.stderr  # a previous demo folder is replaced; nothing but the search claimed
 
 
 def test_demo_with_the_wgan_on_shape_model_masks(tmp_path):
     res = synthrelease("--quiet", "demo", "--out", "D", "--cases", 10, "--holdout", 3, "--samples", 4,
                        "--shape", 16, "--train-steps", 2, "--utility-steps", 2, "--json", cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 1 and res.stderr.splitlines()[-1].startswith("demo failed: the gate failed the demo set")
     summary = json.loads(res.stdout)
     assert summary["training"]["generator"] == "wgan" and summary["training"]["steps"] == 2  # the default
     assert summary["audit"]["demo"]["metrics"]["integrity.cohort.n_holdout"] == 3  # --holdout
@@ -73,7 +84,7 @@ def test_demo_on_mri_phantoms(tmp_path):
     res = synthrelease("--quiet", "demo", "--modality", "mri", "--out", "D", "--cases", 10, "--holdout", 3,
                        "--samples", 4, "--shape", 16, "--train-steps", 3, "--utility-steps", 2, "--no-cpu-bf16",
                        "--json", cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 1 and res.stderr.splitlines()[-1].startswith("demo failed: the gate failed the demo set")
     summary = json.loads(res.stdout)
     assert summary["deidentification"]["found_in_workspace"] == 0
     assert set(summary["synthetic"]["cases_with_label"]) == {"NCR", "SNFH", "ET"}
