@@ -105,8 +105,9 @@ def _copycat_control(ws: Workspace, n: int, seed: int, progress: Progress | None
 
 
 # wgan on shape-model masks (default): on a tuning cohort (phantom seed 11, 150 train / 150 unseen, never a demo
-# seed's) its set passed every privacy rule (MIA upper bound 0.642, DCR 0.66); ldm: joint images and masks, private by
-# the audit but of little use yet (dice_ratio 0.27); benchmarks/RESULTS.md
+# seed's) its set passed every privacy rule (MIA upper bound 0.642, DCR 0.66) and fell just short on utility
+# (dice_ratio 0.691: the masks' tumours teach the segmenter half as much as real ones); ldm: joint images and masks,
+# private by the audit but of little use yet (dice_ratio 0.27); benchmarks/RESULTS.md
 DEMO_GENERATORS = {
     "wgan": "a conditional WGAN-GP (wgan) on label maps from a statistical shape model (shape)",
     "ldm": "latent diffusion (ldm)",
