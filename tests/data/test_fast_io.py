@@ -189,7 +189,11 @@ def test_resolve_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_workers(1, 100) == 1
     assert resolve_workers(3, 2) == 2  # never more processes than tasks
     assert resolve_workers(None, 5) == 1  # auto: small jobs stay in process
-    assert 1 <= resolve_workers(0, 1000) <= 4
+    monkeypatch.setattr("synthrelease.data.parallel._spawn_safe", lambda: True)
+    for cpus, expected in ((1, 1), (2, 2), (16, 4)):  # auto: one per usable CPU, at most AUTO_MAX_WORKERS
+        monkeypatch.setattr("synthrelease.data.parallel._available_cpus", lambda c=cpus: c)
+        assert resolve_workers(0, 1000) == expected
+    assert resolve_workers(0, 32) == 2  # and one per MIN_TASKS_PER_WORKER tasks
     monkeypatch.setenv(WORKERS_ENV, "1")
     assert resolve_workers(None, 1000) == 1
     assert resolve_workers(2, 1000) == 2  # an explicit count wins

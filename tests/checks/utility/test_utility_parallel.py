@@ -157,9 +157,14 @@ def test_an_error_in_a_worker_reaches_the_report_as_one_line(cohorts: tuple[Coho
     assert not [p for p in (tmp_path / "cache" / "utility").iterdir() if p.name.startswith("run-")]
 
 
-def test_workers_setting(cohorts: tuple[Cohort, Cohort, Cohort], tmp_path: Path) -> None:
+def test_workers_setting(cohorts: tuple[Cohort, Cohort, Cohort], tmp_path: Path,
+                         monkeypatch: pytest.MonkeyPatch) -> None:
     assert _workers(1, 3, 500) == 1 and _workers(5, 3, 500) == 3 and _workers(2, 3, 5) == 2
-    assert 1 <= _workers(None, 3, 500) <= 3 and _workers(None, 3, 5) == 1  # a short budget: not worth a process
+    for cores, expected in ((1, 1), (2, 2), (8, 3)):  # auto: one arm per usable core, at most one per arm
+        monkeypatch.setattr("synthrelease.checks.utility.segmentation._usable_cores", lambda c=cores: c)
+        assert _workers(None, 3, 500) == expected
+        assert _workers(None, 3, 5) == 1  # a short budget: not worth a process
+    monkeypatch.undo()
     result = _run(cohorts, tmp_path, tmp_path, replace(SETTINGS, utility_workers=0))
     assert result.status is Status.ERROR and "utility_workers 0" in (result.reason or "")
 
