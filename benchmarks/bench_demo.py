@@ -32,7 +32,7 @@ from run import GIB, machine_info, run_measured
 TARGET_S, TARGET_GIB = 600, 4.0
 MARGINS = {"utility.segmentation.dice_ratio": (">=", 0.75), "privacy.dcr.overfitting_p_ci_high": ("<=", 0.65),
            "privacy.mia.auc_ci_high": ("<=", 0.65), "privacy.memorization.n_copies": ("==", 0),
-           "privacy.mask_memorization.n_copies": ("==", 0)}
+           "privacy.mask_memorization.n_copies": ("==", 0), "privacy.tumour_memorization.n_copies": ("==", 0)}
 
 
 def cpu_flags() -> str:
@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seed {seed}: exit {rows[-1]['exit_code']}, {rows[-1]['wall_s']} s", file=sys.stderr, flush=True)
     stages = sorted({k for r in rows for k in r["stage_seconds"]}, key=lambda s: int(s.split("/")[0]))
     head = ["seed", "exit", *[f"stage {s} s" for s in stages], "wall s", "peak GiB", "verdict", "copycat",
-            "dice_ratio", "DCR hi", "MIA hi", "copies", "radiomics AUC", "margins", "<=10 min, 4 GiB"]
+            "dice_ratio", "DCR hi", "MIA hi", "copies (image/mask/tumour)", "radiomics AUC", "margins",
+            "<=10 min, 4 GiB"]
     table = []
     for r in rows:
         mt = r["metrics"]
@@ -115,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
                       str(r["wall_s"]), str(r["peak_rss_tree_gib"]), str(r["verdict_demo"]),
                       str(r["verdict_copycat"]), f("utility.segmentation.dice_ratio"),
                       f("privacy.dcr.overfitting_p_ci_high"), f("privacy.mia.auc_ci_high"),
-                      f"{f('privacy.memorization.n_copies')}/{f('privacy.mask_memorization.n_copies')}",
+                      f"{f('privacy.memorization.n_copies')}/{f('privacy.mask_memorization.n_copies')}/"
+                      f"{f('privacy.tumour_memorization.n_copies')}",
                       f("fidelity.radiomics.classifier_auc"),
                       "yes" if r["margins_met"] else "NO: " + ", ".join(r["missed_margins"] or r["failed_rules"]),
                       "yes" if r["within_target"] else "NO"])

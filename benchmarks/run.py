@@ -70,6 +70,8 @@ BENCHMARKS = (
           threads=True, what="privacy family time and peak memory at n x n; brute-force ratio; flags"),
     Bench("redteam", "bench_redteam.py", (), ("--quick",), threads=True,
           what="red-team copies outside the old search envelope: detection per class, false copies, the gate"),
+    Bench("copynull", "bench_copynull.py", (), ("--quick",), threads=True, default=False,
+          what="the per-copy rules' error rates over many holdout / set splits: false alarms, one copy's detection"),
     Bench("msssim", "bench_msssim.py", ("--n", "50", "--shape", "64"), ("--smoke",), threads=True,
           what="batched MS-SSIM vs a per-pair MONAI loop"),
     Bench("radiomics", "bench_radiomics.py", ("--n", "40", "--shape", "64", "--workers", "1", "2"), ("--smoke",),

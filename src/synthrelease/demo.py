@@ -47,6 +47,7 @@ def _synthetic_summary(path: Path) -> dict[str, Any]:
 
 
 HEADLINE = ("integrity.cohort.n_holdout", "privacy.memorization.n_copies", "privacy.mask_memorization.n_copies",
+            "privacy.tumour_memorization.n_copies",
             "privacy.memorization.flagged_fraction", "privacy.mask_memorization.flagged_fraction",
             "privacy.dcr.overfitting_p", "privacy.dcr.overfitting_p_ci_high", "privacy.mia.auc",
             "privacy.mia.auc_ci_high", "privacy.metadata.n_findings", "fidelity.diversity.ms_ssim_excess",

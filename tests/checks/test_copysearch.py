@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from synthrelease.checks.copysearch import (
     CopySearchSettings,
@@ -13,6 +14,7 @@ from synthrelease.checks.copysearch import (
     region_ncc,
     register,
     search_copies,
+    warp_back,
 )
 from synthrelease.checks.features import standardized
 from synthrelease.data.phantoms import make_ct_phantom
@@ -68,6 +70,35 @@ def test_a_mirrored_and_moved_copy_is_registered_back(volumes: np.ndarray) -> No
     assert reg.mirror == (True, False, False)
     assert abs(reg.scale - 1.0) < 0.02 and reg.rotation_deg < 2.0
     assert abs(abs(reg.translation[1]) - 3.0) < 0.5
+
+
+@pytest.fixture(scope="module")
+def demo_grid() -> np.ndarray:
+    """Standardized phantom CTs on the demo's grid (32^3, 7.5 mm voxels) ``(N, 1, Z, Y, X)``."""
+    cfg = PreprocessConfig.for_modality("ct", spacing=(7.5,) * 3, shape=(32,) * 3)
+    return np.stack([standardized(preprocess_case(make_ct_phantom(i, shape=32, seed=0), cfg)[0]).numpy()
+                     for i in range(8)])
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_a_rescaled_copy_matches_its_source_in_its_own_frame(demo_grid: np.ndarray, factor: float) -> None:
+    """Rescaled once (as a generator would), a copy matches its source brought into its frame (one resampling each,
+    at the same points) better than on the source's grid (two resamplings), and far better than another patient."""
+    src = demo_grid[0]
+    centre = (np.array(src.shape[1:]) - 1) / 2
+    inverse = np.eye(3) / factor
+    copy = np.stack([ndimage.affine_transform(c, inverse, offset=centre - inverse @ centre, order=1,
+                                              mode="constant", cval=float(c.min())) for c in src])
+    reg = register(src.mean(axis=0), copy.mean(axis=0))
+    assert abs(reg.scale - factor) < 0.02 and reg.mirror == (False, False, False)
+    assert np.isnan(warp_back(src, reg, src.shape[1:])).mean() < 0.5
+    template = demo_grid[4:].mean(axis=0)
+    found = search_copies([copy, demo_grid[5]], list(demo_grid[:4]), [[0], [0, 1, 2, 3]], template,
+                          CopySearchSettings())
+    n = len(region_masks(src.shape[1:])[0])
+    assert found.regions[n] == "whole, in the case's frame" and len(found.regions) == 2 * n
+    assert found.ncc[0, n] > 0.95 and found.ncc[0, n] > found.ncc[0, 0]
+    assert np.nanmax(found.ncc[1, n:]) < found.ncc[0, n] - 0.1
 
 
 def test_the_centred_shortlist_finds_a_far_moved_mirrored_copy(volumes: np.ndarray) -> None:

@@ -11,14 +11,20 @@ envelope to what a generator (or a careless export) can plausibly do to a traini
    contrastive embedding (trained with mirrors on every axis, rotations up to 15 degrees, shifts up to 15% of the
    field of view and scaling by up to 15%).
 2. **Register** each (query, candidate): each of the 8 mirror states is placed by its centre of mass (image
-   moments) and scored on a half-resolution grid; the best is registered to the candidate by a similarity transform
-   (rotation, translation, isotropic scale; SimpleITK, correlation metric, on the grid halved, one thread so the
-   result is the same on every machine). The population template (mean training volume) is registered to each
-   candidate the same way, once.
+   moments) and scored on a half-resolution grid; the best two are registered to the candidate by a similarity
+   transform (rotation, translation, isotropic scale; SimpleITK, correlation metric, on the grid halved, one thread
+   so the result is the same on every machine) and the better fit is kept (a head is nearly symmetric left to right,
+   so its mirror image can place best by moments). The population template (mean training volume) is registered to
+   each candidate the same way, once.
 3. **Score**: the deviations of both cases from the template registered to the candidate, the query's at the
    intensity gain that fits best (a case changed in part is standardized differently), NCC over the overlap of the
    field of view and its six halves, for the registered case smoothed by ``smoothing`` voxels on both sides
    (resampling a copy blurs its edges; smoothing removes that difference and keeps the anatomy) and unsmoothed.
+   The same regions are scored a second time in the query's own frame: the candidate and its template brought back
+   by the inverse transform, unsmoothed. A copy a generator rescaled or turned was resampled once; its source
+   brought into its frame is resampled once at the same points and matches it, where bringing the copy onto its
+   source resamples it a second time and blurs it about as much as two look-alike patients differ (each frame's
+   regions are columns of their own, standardized by the holdout's own spread in that column).
    Every case is also scored as it is, unsmoothed, against every training patient (one product, no registration):
    a partial copy left in place (one patient's half joined to another's, a quarter blanked out) pulls a
    registration that weighs the whole field of view off its source and can rank below the shortlists'
@@ -41,7 +47,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 __all__ = ["CopyScores", "CopySearchSettings", "CopyThreshold", "Registration", "calibrate", "centred_candidates",
-           "region_masks", "register", "search_copies"]
+           "region_masks", "register", "search_copies", "warp", "warp_back"]
 
 MIRRORS: tuple[tuple[bool, bool, bool], ...] = tuple((z, y, x) for z in (False, True) for y in (False, True)
                                                      for x in (False, True))  # mirrored on (z, y, x)
@@ -54,7 +60,7 @@ MIN_HALVED = 32  # registration runs on the grid halved where every axis has at 
 class CopySearchSettings:
     candidates: int = 2  # training patients per query from each shortlist (dense, centred, embedding)
     smoothing: float = 1.5  # Gaussian sigma (voxels of the search grid) applied to both deviations before the NCC
-    iterations: int = 40  # optimizer iterations
+    iterations: int = 60  # optimizer iterations
     alpha: float = 0.05  # chance that a set of unseen patients holds a case called a copy
 
 
@@ -93,28 +99,43 @@ def _mirrored(a: np.ndarray, mirror: tuple[bool, bool, bool]) -> np.ndarray:
     return np.flip(a, axes) if axes else a
 
 
-def register(fixed: np.ndarray, moving: np.ndarray, *, iterations: int = 40) -> Registration:
-    """Bring ``moving`` ``(Z, Y, X)`` onto ``fixed``: the best mirror state by moments, then a similarity
-    registration. Both are shifted to a zero minimum (air) so that the moments weigh tissue, not background."""
+MIRROR_TRIES = 2  # mirror states registered per pair, best first by the metric at their moments' placement
+LEARNING_RATE = 0.5  # the optimizer's first step: at 1.0 the scale of some pairs ran off to 0.2 (a shrunken copy
+# was then scored against its source blown up five-fold)
+RELAXATION = 0.8  # the step shrinks by this where the gradient turns back: at 0.5 a copy turned by 15 degrees
+# stopped at 11 (its NCC 0.976 where 0.997 at 14 degrees)
+
+
+def register(fixed: np.ndarray, moving: np.ndarray, *, iterations: int = 60) -> Registration:
+    """Bring ``moving`` ``(Z, Y, X)`` onto ``fixed``: the ``MIRROR_TRIES`` best mirror states by moments, each
+    registered by a similarity transform, the best fit kept (a head is nearly symmetric left to right, so its mirror
+    image places almost as well by moments and can win there while losing once registered). Both are shifted to a
+    zero minimum (air) so that the moments weigh tissue, not background."""
     f = _image(fixed - fixed.min())
     # the grid halved where it has at least MIN_HALVED voxels per axis (the pose of a whole head is set by its
     # coarse structure; the score is taken on the full grid afterwards)
     shrink = 2 if min(fixed.shape) >= MIN_HALVED else 1
     f_half = sitk.Shrink(f, [shrink] * 3)
     tried = []
-    for mirror in MIRRORS:
+    for order, mirror in enumerate(MIRRORS):
         m = _image(_mirrored(moving, mirror) - moving.min())
         init = sitk.CenteredTransformInitializer(f, m, sitk.Similarity3DTransform(),
                                                  sitk.CenteredTransformInitializerFilter.MOMENTS)
-        tried.append((_method(init).MetricEvaluate(f_half, sitk.Shrink(m, [shrink] * 3)), mirror, init, m))
-    _, mirror, init, m = min(tried, key=lambda t: t[0])  # the correlation metric is negative: lower is better
-    reg = _method(init)
-    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-3, numberOfIterations=iterations,
-                                                 gradientMagnitudeTolerance=1e-8)
-    reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetShrinkFactorsPerLevel([shrink])
-    reg.SetSmoothingSigmasPerLevel([shrink - 1])
-    found = reg.Execute(f, m)
+        # the correlation metric is negative: lower is better; ties keep the mirrors' order
+        tried.append((_method(init).MetricEvaluate(f_half, sitk.Shrink(m, [shrink] * 3)), order, mirror, init, m))
+    tried.sort(key=lambda t: (t[0], t[1]))
+    fits = []
+    for _, order, mirror, init, m in tried[:MIRROR_TRIES]:
+        reg = _method(init)
+        reg.SetOptimizerAsRegularStepGradientDescent(learningRate=LEARNING_RATE, minStep=1e-3,
+                                                     numberOfIterations=iterations, gradientMagnitudeTolerance=1e-8,
+                                                     relaxationFactor=RELAXATION)
+        reg.SetOptimizerScalesFromPhysicalShift()
+        reg.SetShrinkFactorsPerLevel([shrink])
+        reg.SetSmoothingSigmasPerLevel([shrink - 1])
+        found = reg.Execute(f, m)
+        fits.append((_method(found).MetricEvaluate(f, m), order, mirror, found))
+    _, _, mirror, found = min(fits, key=lambda t: (t[0], t[1]))
     sim = sitk.Similarity3DTransform(sitk.CompositeTransform(found).GetNthTransform(0))
     versor = sim.GetVersor()
     angle = math.degrees(2 * math.acos(min(1.0, abs(versor[3]))))
@@ -129,6 +150,20 @@ def warp(volume: np.ndarray, reg: Registration, shape: tuple[int, ...]) -> np.nd
     for c, channel in enumerate(_mirrored(volume, reg.mirror)):
         out[c] = sitk.GetArrayFromImage(sitk.Resample(_image(channel), ref, reg.transform, sitk.sitkLinear,
                                                       float("nan")))
+    return out
+
+
+def warp_back(volume: np.ndarray, reg: Registration, shape: tuple[int, ...]) -> np.ndarray:
+    """``(C, Z, Y, X)`` reference-grid volume resampled into the frame of the query ``reg`` moved (after its
+    mirroring), by the inverse transform (linear); NaN where it has no data. A copy resampled once by a generator
+    (zoomed, turned) matches its source resampled once here at the same points, where bringing the copy onto its
+    source resamples it a second time and blurs it as much as two unrelated patients differ."""
+    sim = sitk.Similarity3DTransform(sitk.CompositeTransform(reg.transform).GetNthTransform(0))
+    inverse = sim.GetInverse()
+    ref = sitk.Image([int(n) for n in reversed(shape)], sitk.sitkFloat32)
+    out = np.empty((volume.shape[0], *shape), dtype=np.float32)
+    for c, channel in enumerate(volume):
+        out[c] = sitk.GetArrayFromImage(sitk.Resample(_image(channel), ref, inverse, sitk.sitkLinear, float("nan")))
     return out
 
 
@@ -250,10 +285,16 @@ def _pooled(volumes: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(v.reshape(*v.shape[:2], z // f, f, y // f, f, x // f, f).mean(axis=(3, 5, 7)))
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    rows = x.reshape(len(x), -1).astype(np.float64)
-    rows = rows - rows.mean(axis=1, keepdims=True)
-    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+def _in_view(shape: tuple[int, ...], matrix: np.ndarray) -> np.ndarray:
+    """Where a volume of ``shape`` under the linear map ``matrix`` about the grid centre still has data (the rest
+    came from outside the field of view)."""
+    if np.allclose(matrix, np.eye(3)):
+        return np.ones(shape, dtype=bool)
+    centre = (np.array(shape) - 1) / 2
+    inverse = np.linalg.inv(matrix)
+    inside = ndimage.affine_transform(np.ones(shape), inverse, offset=centre - inverse @ centre, order=1,
+                                      mode="constant", cval=0.0)
+    return np.asarray(inside > 0.999)
 
 
 def centred_candidates(queries: np.ndarray, references: np.ndarray, k: int) -> np.ndarray:
@@ -261,15 +302,26 @@ def centred_candidates(queries: np.ndarray, references: np.ndarray, k: int) -> n
     to at most ``SHORTLIST_SIZE`` per axis) and the query is tried in each of the 8 mirror states, magnified by each
     of ``SHORTLIST_SCALES`` and turned by ``SHORTLIST_TURNS``: a shortlist that no shift, mirror, rescaling or turn
     within the envelope hides a copy from, whatever the distance moved (the dense search reaches a few voxels, the
-    embedding what it learnt)."""
+    embedding what it learnt). The NCC of each pose is taken where the posed query still has data: an enlarged copy
+    lost its border, and shrinking it back must not compare air with its source's border."""
     queries, references = _pooled(queries, SHORTLIST_SIZE), _pooled(references, SHORTLIST_SIZE)
-    refs = _unit_rows(_centred(references))
+    refs = _centred(references).reshape(len(references), -1).astype(np.float64)
+    refs_sq = refs * refs
     centred = _centred(queries)
+    channels, shape = queries.shape[1], tuple(queries.shape[2:])
     best = np.full((len(queries), len(references)), -np.inf)
     for pose in _shortlist_poses():
         posed = _posed(centred, pose)
+        view = np.broadcast_to(_in_view(shape, pose), (channels, *shape))
         for mirror in MIRRORS:
-            best = np.maximum(best, _unit_rows(_mirrored(posed, mirror)) @ refs.T)
+            w = np.ascontiguousarray(_mirrored(view, mirror)).reshape(-1).astype(np.float64)
+            n = max(float(w.sum()), 1.0)
+            q = _mirrored(posed, mirror).reshape(len(queries), -1).astype(np.float64)
+            q = (q - (q @ w)[:, None] / n) * w  # centred within the view, zero outside
+            ref_mean = (refs @ w) / n
+            ref_var = np.maximum(refs_sq @ w - n * ref_mean**2, 1e-12)
+            q_var = np.maximum((q * q).sum(axis=1), 1e-12)
+            best = np.maximum(best, (q @ refs.T) / np.sqrt(q_var[:, None] * ref_var[None, :]))
     return np.argsort(-best, axis=1, kind="stable")[:, :k]
 
 
@@ -300,7 +352,11 @@ def search_copies(queries: Sequence[np.ndarray], references: Sequence[np.ndarray
     """Register each query ``(C, Z, Y, X)`` (standardized) to each of its candidate references and score every
     region (``CopyScores``). ``template`` is the mean training volume; it is registered to each reference once."""
     shape = tuple(template.shape[1:])
-    names, masks = region_masks(shape)
+    regions, masks = region_masks(shape)
+    # each region scored twice: on the reference's grid (the query brought onto it) and in the query's frame (the
+    # reference brought into it); each kind of score has its own spread among unseen patients, so its own column
+    names = regions + tuple(f"{r}, in the case's frame" for r in regions)
+    blank = np.full(len(regions), np.nan)
     ncc = np.full((len(queries), len(names)), np.nan)
     ref_of = np.full((len(queries), len(names)), -1, dtype=np.int64)
     how = [["" for _ in names] for _ in queries]
@@ -329,7 +385,7 @@ def search_copies(queries: Sequence[np.ndarray], references: Sequence[np.ndarray
     for qi, (query, cands) in enumerate(zip(queries, candidates, strict=True)):
         as_is = region_ncc(query, templates, deviations, everywhere, masks)  # (N, R)
         for r in range(len(references)):
-            keep(qi, r, as_is[r], "as it is (no move)")
+            keep(qi, r, np.concatenate([as_is[r], blank]), "as it is (no move)")
         for r in dict.fromkeys(int(c) for c in cands if c >= 0):
             t, ref = templates[r], references[r]
             reg = register(ref.mean(axis=0), query.mean(axis=0), iterations=settings.iterations)
@@ -340,7 +396,15 @@ def search_copies(queries: Sequence[np.ndarray], references: Sequence[np.ndarray
             # the registered case smoothed (resampling blurred it) and as it is
             for sigma in (settings.smoothing, 0.0):
                 q_s, t_s, r_s = (_smoothed_within(x, overlap, sigma) for x in (np.nan_to_num(moved), t, ref))
-                keep(qi, r, region_ncc(q_s, t_s, r_s - t_s, overlap, masks), reg.describe())
+                keep(qi, r, np.concatenate([region_ncc(q_s, t_s, r_s - t_s, overlap, masks), blank]),
+                     reg.describe())
+            # in the query's frame: the reference and its template brought back by the inverse transform, unsmoothed
+            back = warp_back(np.concatenate([ref, t]), reg, shape)
+            inside = ~np.isnan(back).any(axis=0)
+            if inside.mean() >= MIN_OVERLAP:
+                r_b, t_b = np.split(np.nan_to_num(back), 2)
+                keep(qi, r, np.concatenate([blank, region_ncc(np.ascontiguousarray(_mirrored(query, reg.mirror)), t_b,
+                                                              r_b - t_b, inside, masks)]), reg.describe())
         if progress:
             progress(qi + 1, len(queries))
     return CopyScores(names, ncc, ref_of, how)
