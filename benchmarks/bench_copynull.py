@@ -39,7 +39,7 @@ from threadpoolctl import threadpool_limits
 from synthrelease.checks import AuditContext, AuditSettings
 from synthrelease.checks.copysearch import calibrate
 from synthrelease.checks.embedding import EmbeddingConfig
-from synthrelease.checks.privacy.redteam import RED_TEAM_CLASSES, hide_copies
+from synthrelease.checks.privacy.redteam import RED_TEAM_CLASSES, elastic_by, hide_copies
 from synthrelease.checks.privacy.tumour import JUDGED, best_tumour_matches, tumour_cubes
 from synthrelease.data.cohort import Cohort
 from synthrelease.data.phantoms import make_ct_phantom
@@ -60,6 +60,11 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--splits", type=int, default=400, help="random holdout / judged splits of each pool")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--embedding-steps", type=int, default=None, help="encoder steps (default: the check's)")
+    parser.add_argument("--classes", nargs="+", default=None, choices=list(RED_TEAM_CLASSES),
+                        help="red-team classes to hide (default: all)")
+    parser.add_argument("--elastic", type=float, nargs="+", default=[], metavar="VOXELS",
+                        help="also hide elastic warps of these largest displacements (classes elastic_<V>vox)")
+    parser.add_argument("--copies-per-class", type=int, default=1, help="copies of each class, of distinct patients")
     parser.add_argument("--quick", action="store_true", help="20 train, 10 holdout, 10 judged, seed 0, 50 splits")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here (flat JSON object)")
     args = parser.parse_args(argv)
@@ -70,6 +75,17 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def class_names(args: argparse.Namespace) -> tuple[str, ...]:
+    """The classes to hide: ``--classes`` (default all), then an ``elastic_<V>vox`` class per ``--elastic``
+    magnitude (added to the red-team kit's registry for this run)."""
+    names = list(args.classes or RED_TEAM_CLASSES)
+    for magnitude in args.elastic:
+        name = f"elastic_{magnitude:g}vox"
+        RED_TEAM_CLASSES.setdefault(name, elastic_by(magnitude))
+        names.append(name)
+    return tuple(dict.fromkeys(names))
+
+
 def scores(seed: int, args: argparse.Namespace, settings: AuditSettings, work: Path) -> dict[str, Any]:
     """One cohort's searches: per rule, the pool's and the copies' score rows (``(N, R)``)."""
     cfg = PreprocessConfig.for_modality("ct", spacing=(FOV_MM / args.shape,) * 3, shape=(args.shape,) * 3)
@@ -77,7 +93,8 @@ def scores(seed: int, args: argparse.Namespace, settings: AuditSettings, work: P
     cases = [preprocess_case(make_ct_phantom(i, shape=args.shape, seed=seed, fov_mm=FOV_MM), cfg)[0]
              for i in range(args.n_train + n_pool + N_HOSTS)]
     train, pool, hosts = cases[:args.n_train], cases[args.n_train:args.n_train + n_pool], cases[args.n_train + n_pool:]
-    copies, truth = hide_copies([], train, tuple(RED_TEAM_CLASSES), len(RED_TEAM_CLASSES), seed, hosts=hosts)
+    classes = class_names(args)
+    copies, truth = hide_copies([], train, classes, len(classes) * args.copies_per_class, seed, hosts=hosts)
     ctx = AuditContext(Cohort.from_cases(train, name="train"), Cohort.from_cases(pool, name="holdout"),
                        Cohort.from_cases(copies, name="synthetic"), out_dir=work / f"s{seed}",
                        cache_dir=work / f"cache{seed}", seed=seed, settings=settings)
@@ -124,10 +141,12 @@ def rates(found: dict[str, Any], args: argparse.Namespace, alpha: float, seed: i
             margins[b] = np.maximum(margins[b], line.statistic(copy_rows)[0] - line.threshold)
         false_any += any_false
         detected += margins[b] > 0
-    # per class by name: every seed draws its copies in its own order
+    # per class by name (every seed draws its copies in its own order): the mean over the class's copies of the
+    # share of splits each passes, and the median margin over its copies and splits
+    names = np.array(found["classes"])
     return {"false": {k: v / args.splits for k, v in false.items()}, "false_any": false_any / args.splits,
-            "detected": dict(zip(found["classes"], detected / args.splits, strict=True)),
-            "margin": dict(zip(found["classes"], np.median(margins, axis=0), strict=True))}
+            "detected": {n: float(np.mean(detected[names == n])) / args.splits for n in dict.fromkeys(names)},
+            "margin": {n: float(np.median(margins[:, names == n])) for n in dict.fromkeys(names)}}
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -8,9 +8,10 @@ Each seed is its own cohort: phantom patients ``make_ct_phantom(i, seed=seed)`` 
 workspace grid (240 mm field of view), split into training, holdout and unseen patients, plus a few more unseen
 patients whose bodies host the partial copies (``half_mix``, ``tumour_transplant``). The copies come from
 ``synthrelease.checks.privacy.redteam`` (``RED_TEAM_CLASSES``: shifts of 4 voxels and 15% of the field of view,
-anterior-posterior and superior-inferior flips, 15-degree rotations, zooms of 0.9 and 1.1, a 3-voxel elastic warp,
-blur and noise, a blanked quarter, half a patient, a transplanted tumour, a rotation then a shift), all outside the
-envelope of the old search and of the ``copycat`` control (left-right flip, 2-voxel shifts, 5-degree rotations).
+anterior-posterior and superior-inferior flips, 15-degree rotations, zooms of 0.9 and 1.1, elastic warps of 2 and 3
+voxels, blur and noise, a blanked quarter, half a patient, a transplanted tumour, a rotation then a shift), all
+outside the envelope of the old search and of the ``copycat`` control (left-right flip, 2-voxel shifts, 5-degree
+rotations).
 Per seed, every set is audited with ``AuditContext`` and the privacy checks (``--only``, default the family; the set
 is written as an nnU-Net folder so that ``privacy.metadata`` has files to scan):
 

@@ -22,7 +22,13 @@ import numpy as np
 import torch
 
 from synthrelease.checks.align import Alignment, shift_view
-from synthrelease.checks.copysearch import CopyScores, CopySearchSettings, centred_candidates, search_copies
+from synthrelease.checks.copysearch import (
+    CopyScores,
+    CopySearchSettings,
+    centred_candidates,
+    registered_templates,
+    search_copies,
+)
 from synthrelease.checks.embedding import EmbeddingConfig, cached_encoder
 from synthrelease.checks.features import (
     fingerprint,
@@ -595,9 +601,17 @@ class AuditContext:
             centred = torch.from_numpy(centred_candidates(queries, references, k))
             candidates = torch.cat([pixel, centred, embedded], dim=1).tolist()
             return search_copies(list(queries), list(references), candidates, self.template().numpy(),
-                                 self.settings.copies, lambda d, t: self.progress(f"register {query} cases", d, t))
+                                 self.settings.copies, lambda d, t: self.progress(f"register {query} cases", d, t),
+                                 templates=self.copy_templates())
 
         return self.memo(f"copies/{query}", compute)
+
+    def copy_templates(self) -> np.ndarray:
+        """The template registered to each training patient (``copysearch.registered_templates``), shared by every
+        copy search of the audit (holdout, set, extraction samples)."""
+        return self.memo("copies/templates", lambda: registered_templates(
+            list(self.volumes("train").numpy()), self.template().numpy(), iterations=self.settings.copies.iterations,
+            progress=lambda d, t: self.progress("register the template to training patients", d, t)))
 
     def extraction_copy_scores(self, cohort: Cohort) -> CopyScores:
         """The registered copy search of an extra cohort (cases sampled beyond the release) against the training
@@ -614,7 +628,8 @@ class AuditContext:
         centred = torch.from_numpy(centred_candidates(queries, references, k))
         return search_copies(list(queries), list(references), torch.cat([centred, embedded], dim=1).tolist(),
                              self.template().numpy(), self.settings.copies,
-                             lambda d, t: self.progress("register extraction samples", d, t))
+                             lambda d, t: self.progress("register extraction samples", d, t),
+                             templates=self.copy_templates())
 
     def mask_matches(self, query: str, ref: str) -> Matches:
         """Aligned soft Dice (mean over foreground labels): best match of each ``query`` label map in ``ref``."""
@@ -631,6 +646,22 @@ class AuditContext:
                                 query_batch=self.settings.query_batch, ref_block=self.settings.ref_block)
 
         return self.memo(f"mask/{query}/{ref}", compute)
+
+    def mask_group_matches(self, query: str, groups: tuple[Group, ...]) -> Matches:
+        """``mask_matches`` against reference groups (one column per group), e.g. halves of the holdout."""
+
+        def compute() -> Matches:
+            q = self.label_maps(query)
+            ref_rows, index = self._refs(groups, lambda c: self.label_maps(c).flatten(1))
+            align = self.settings.alignment
+
+            def views(x: torch.Tensor) -> torch.Tensor:
+                return align.apply(x).reshape(x.shape[0], align.n_transforms(), -1)
+
+            return best_matches(q, ref_rows, views=views, score=dice_score(q.shape[1]), groups=index,
+                                query_batch=self.settings.query_batch, ref_block=self.settings.ref_block)
+
+        return self.memo(f"mask-groups/{query}/{groups}", compute)
 
     def embedding_matches(self, query: str, groups: tuple[Group, ...]) -> Matches:
         """Cosine similarity in the embedding: best match of each ``query`` case in each reference group."""

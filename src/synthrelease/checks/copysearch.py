@@ -13,9 +13,9 @@ envelope to what a generator (or a careless export) can plausibly do to a traini
 2. **Register** each (query, candidate): each of the 8 mirror states is placed by its centre of mass (image
    moments) and scored on a half-resolution grid; the best two are registered to the candidate by a similarity
    transform (rotation, translation, isotropic scale; SimpleITK, correlation metric, on the grid halved, one thread
-   so the result is the same on every machine) and the better fit is kept (a head is nearly symmetric left to right,
-   so its mirror image can place best by moments). The population template (mean training volume) is registered to
-   each candidate the same way, once.
+   so the result is the same on every machine) and the better fit (by the optimizer's last metric) is kept (a head is
+   nearly symmetric left to right, so its mirror image can place best by moments). The population template (mean
+   training volume) is registered to every training patient the same way, once per audit.
 3. **Score**: the deviations of both cases from the template registered to the candidate, the query's at the
    intensity gain that fits best (a case changed in part is standardized differently), NCC over the overlap of the
    field of view and its six halves, for the registered case smoothed by ``smoothing`` voxels on both sides
@@ -47,7 +47,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 __all__ = ["CopyScores", "CopySearchSettings", "CopyThreshold", "Registration", "calibrate", "centred_candidates",
-           "region_masks", "register", "search_copies", "warp", "warp_back"]
+           "region_masks", "register", "registered_templates", "search_copies", "warp", "warp_back"]
 
 MIRRORS: tuple[tuple[bool, bool, bool], ...] = tuple((z, y, x) for z in (False, True) for y in (False, True)
                                                      for x in (False, True))  # mirrored on (z, y, x)
@@ -134,7 +134,9 @@ def register(fixed: np.ndarray, moving: np.ndarray, *, iterations: int = 60) -> 
         reg.SetShrinkFactorsPerLevel([shrink])
         reg.SetSmoothingSigmasPerLevel([shrink - 1])
         found = reg.Execute(f, m)
-        fits.append((_method(found).MetricEvaluate(f, m), order, mirror, found))
+        # the optimizer's own last metric (on the grid it ran on): both fits were optimized on the same grid, so it
+        # ranks them as a fresh evaluation would, at no extra cost
+        fits.append((reg.GetMetricValue(), order, mirror, found))
     _, _, mirror, found = min(fits, key=lambda t: (t[0], t[1]))
     sim = sitk.Similarity3DTransform(sitk.CompositeTransform(found).GetNthTransform(0))
     versor = sim.GetVersor()
@@ -346,11 +348,29 @@ def _smoothed_within(x: np.ndarray, inside: np.ndarray, sigma: float) -> np.ndar
     return np.asarray(smooth / np.maximum(weight, 1e-6))
 
 
+def registered_templates(references: Sequence[np.ndarray], template: np.ndarray, *, iterations: int = 60,
+                         progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """``(N, C, Z, Y, X)``: the template ``(C, Z, Y, X)`` (the mean training volume) registered to each reference,
+    itself where the registered template has no data. The same for every search against these references, so an
+    audit computes it once (``AuditContext.copy_templates``)."""
+    shape = tuple(template.shape[1:])
+    out = np.empty((len(references), *template.shape), dtype=np.float32)
+    for r, ref in enumerate(references):
+        reg = register(ref.mean(axis=0), template.mean(axis=0), iterations=iterations)
+        t = warp(template, reg, shape)
+        out[r] = np.where(np.isnan(t), template, t)
+        if progress:
+            progress(r + 1, len(references))
+    return out
+
+
 def search_copies(queries: Sequence[np.ndarray], references: Sequence[np.ndarray], candidates: Sequence[Sequence[int]],
                   template: np.ndarray, settings: CopySearchSettings,
-                  progress: Callable[[int, int], None] | None = None) -> CopyScores:
+                  progress: Callable[[int, int], None] | None = None,
+                  templates: np.ndarray | None = None) -> CopyScores:
     """Register each query ``(C, Z, Y, X)`` (standardized) to each of its candidate references and score every
-    region (``CopyScores``). ``template`` is the mean training volume; it is registered to each reference once."""
+    region (``CopyScores``). ``template`` is the mean training volume; ``templates`` is it registered to each
+    reference (``registered_templates``), computed here when not given."""
     shape = tuple(template.shape[1:])
     regions, masks = region_masks(shape)
     # each region scored twice: on the reference's grid (the query brought onto it) and in the query's frame (the
@@ -360,14 +380,6 @@ def search_copies(queries: Sequence[np.ndarray], references: Sequence[np.ndarray
     ncc = np.full((len(queries), len(names)), np.nan)
     ref_of = np.full((len(queries), len(names)), -1, dtype=np.int64)
     how = [["" for _ in names] for _ in queries]
-    aligned: dict[int, np.ndarray] = {}  # reference -> the template registered to it
-
-    def template_on(r: int) -> np.ndarray:
-        if r not in aligned:
-            reg = register(references[r].mean(axis=0), template.mean(axis=0), iterations=settings.iterations)
-            t = warp(template, reg, shape)
-            aligned[r] = np.where(np.isnan(t), template, t)
-        return aligned[r]
 
     def keep(qi: int, r: int, scores: np.ndarray, how_found: str) -> None:
         better = np.nan_to_num(scores, nan=-np.inf) > np.nan_to_num(ncc[qi], nan=-np.inf)
@@ -379,7 +391,10 @@ def search_copies(queries: Sequence[np.ndarray], references: Sequence[np.ndarray
     # a partial copy left in place (half of one patient joined to another, a quarter blanked) pulls a registration
     # weighing the whole field of view off its source, and may rank below the shortlists' look-alikes: every case is
     # also scored as it is, unsmoothed, against every training patient (cheap: no registration, one product)
-    templates = np.stack([template_on(r) for r in range(len(references))])
+    if templates is None:
+        templates = registered_templates(references, template, iterations=settings.iterations)
+    elif templates.shape != (len(references), *template.shape):
+        raise ValueError(f"templates of shape {templates.shape} for {len(references)} references of {template.shape}")
     deviations = np.stack(references) - templates
     everywhere = np.ones(shape, dtype=bool)
     for qi, (query, cands) in enumerate(zip(queries, candidates, strict=True)):

@@ -53,6 +53,9 @@ def test_copycat_membership_is_inferred(copycat_results: dict[str, CheckResult])
     auc = mia.metrics["auc"]
     assert auc.value > 0.9 and auc.ci_low is not None and auc.ci_low > 0.8
     assert mia.metrics["max_auc_p_value"].value < 0.002  # no relabelling of 1000 reaches it
+    # the calibrated attacks see the copies too: a member's copy is closer than any patient of its reference half
+    for space in ("pixel", "mask"):
+        assert mia.metrics[f"auc_gan_leaks_{space}_calibrated"].value > 0.9, space
     # 30 non-members support no TPR at 1% FPR: the lowest FPR they support is 1/30, where most members are caught
     assert "tpr_at_1pct_fpr" not in mia.metrics and "tpr_at_0_1pct_fpr" not in mia.metrics
     assert mia.metrics["min_reportable_fpr"].value == pytest.approx(1 / 30)
@@ -73,6 +76,8 @@ def test_unseen_real_patients_are_not_flagged(others_results: dict[str, CheckRes
         assert m["flagged_fraction"].value <= 0.05 and m["flagged_p_value"].value >= 0.01, name
     mia = others_results["privacy.mia"].metrics
     assert mia["max_auc_p_value"].value >= 0.01 and mia["tpr_at_min_fpr_p_value"].value >= 0.01
+    # judged with the others (a holdout patient calibrated against itself would make this set a leak)
+    assert {f"auc_gan_leaks_{s}_calibrated" for s in ("pixel", "embedding", "mask")} <= set(mia)
     reid = others_results["privacy.reidentification"].metrics
     assert reid["excess_p_value"].value >= 0.01
     dcr = others_results["privacy.dcr"].metrics["overfitting_p"]

@@ -12,6 +12,14 @@ Members are the training patients, non-members the holdout patients. Attacks, ea
   its masks nearer the training patients' than the unseen patients' without copying any of them, and images drawn
   for those masks need not show it. Measured on the demo's phantoms (benchmarks/RESULTS.md): with masks from a
   10-mode shape model this attack reached AUC 0.69 (upper bound 0.84), the image attacks 0.42-0.65.
+- GAN-Leaks calibrated (Chen et al. 2020, section 5.5): each of the three similarities minus the case's similarity
+  to its closest *reference* patient, so that a case close to everything (a typical anatomy, a common tumour shape)
+  no longer looks like a member for being close to the synthetic set. GAN-Leaks calibrates with a reference generator
+  trained on population data; the audit holds population data (the holdout) but trains no second generator, so the
+  reference is the population sample itself, cross-fitted: the holdout is split in two seeded halves, a holdout
+  patient's reference is the other half (never itself), and a member's reference is a half drawn with the same odds,
+  so members and non-members are calibrated against equally many patients (``reference_halves``). Named
+  ``gan_leaks_<space>_calibrated``.
 - DOMIAS (van Breugel et al. 2023): density ratio ``log p_synthetic(x) - log p_reference(x)``, Gaussian KDEs in a
   low-dimensional PCA of the embedding (fitted on the synthetic set). The reference density uses holdout cases
   only, cross-fitted: every real case is scored against a reference that excludes its own fold, so no scored case
@@ -54,7 +62,8 @@ from synthrelease.checks.stats import (
     tpr_at_fpr_rows,
 )
 
-__all__ = ["MIACheck", "domias_scores", "extra_attack_scores", "judge_attacks"]
+__all__ = ["MIACheck", "calibrated_scores", "domias_scores", "extra_attack_scores", "judge_attacks",
+           "reference_halves"]
 
 WHITEBOX_MODULE = "synthrelease.checks.privacy.whitebox"
 N_PERMUTATIONS = 1000
@@ -79,6 +88,25 @@ def domias_scores(real: np.ndarray, synthetic: np.ndarray, reference_mask: np.nd
         ref = zr[reference_mask & (fold != f)]
         log_ref[fold == f] = KernelDensity(bandwidth="scott").fit(ref).score_samples(zr[fold == f])
     return np.asarray(log_syn - log_ref)
+
+
+def reference_halves(n_members: int, n_holdout: int, *, seed: int) -> tuple[tuple[tuple[int, ...], ...], np.ndarray]:
+    """The holdout split in two seeded halves (holdout indices, sorted) and, per real case (members first, then the
+    holdout), the half (0 or 1) that is its reference: a holdout patient's is the other half, a member's is drawn
+    with the odds the holdout patients have (a holdout patient in the larger half is referenced to the smaller)."""
+    if n_holdout < 2:
+        raise ValueError(f"{n_holdout} holdout patient(s) cannot be split into two reference halves")
+    rng = np.random.default_rng(seed)
+    half_of = rng.permutation(np.arange(n_holdout) % 2)
+    halves = tuple(tuple(int(i) for i in np.flatnonzero(half_of == h)) for h in (0, 1))
+    member_ref = (rng.random(n_members) < len(halves[0]) / n_holdout).astype(np.int64)  # in half 0 -> half 1
+    return halves, np.concatenate([member_ref, 1 - half_of]).astype(np.int64)
+
+
+def calibrated_scores(to_synthetic: np.ndarray, to_halves: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per real case: its similarity to the closest synthetic case minus that to the closest patient of its
+    reference half (``to_halves`` ``(N, 2)``, ``reference`` the half per case, from ``reference_halves``)."""
+    return np.asarray(to_synthetic - to_halves[np.arange(len(reference)), reference])
 
 
 def extra_attack_scores(ctx: AuditContext) -> dict[str, np.ndarray]:
@@ -115,6 +143,15 @@ def _blackbox_scores(ctx: AuditContext) -> dict[str, np.ndarray]:
     is_holdout = np.arange(len(real_emb)) >= len(ctx.train)
     mask = ctx.mask_matches("real", "synthetic").column(0)[0].numpy()
     scores = {"gan_leaks_pixel": pixel, "gan_leaks_embedding": embed, "gan_leaks_mask": mask}
+    if len(ctx.holdout) >= 4:
+        halves, reference = reference_halves(len(ctx.train), len(ctx.holdout),
+                                             seed=int(ctx.rng("mia/reference-halves").integers(2**31)))
+        groups = tuple(("holdout", h) for h in halves)
+        to_halves = {"pixel": ctx.pixel_matches("real", groups).similarity.numpy(),
+                     "embedding": ctx.embedding_matches("real", groups).similarity.numpy(),
+                     "mask": ctx.mask_group_matches("real", groups).similarity.numpy()}
+        for space, ref in to_halves.items():
+            scores[f"gan_leaks_{space}_calibrated"] = calibrated_scores(scores[f"gan_leaks_{space}"], ref, reference)
     if len(syn_emb) >= 3 and is_holdout.sum() >= 4:
         seed = int(ctx.rng("domias").integers(2**31))
         scores["domias"] = domias_scores(real_emb, syn_emb, is_holdout, seed=seed)
@@ -179,8 +216,9 @@ def _metrics(j: dict[str, Any]) -> dict[str, Metric]:
 @register
 class MIACheck(Check):
     name = "privacy.mia"
-    description = ("membership inference from the release: GAN-Leaks distance (pixels, embedding, label maps) and "
-                   "DOMIAS density-ratio attacks (and white-box attacks where available), judged together")
+    description = ("membership inference from the release: GAN-Leaks distance (pixels, embedding, label maps), "
+                   "uncalibrated and calibrated against the holdout, and DOMIAS density-ratio attacks (and white-box "
+                   "attacks where available), judged together")
 
     def compute(self, ctx: AuditContext) -> tuple[dict[str, Metric], dict[str, Any]]:
         n_train = len(ctx.train)

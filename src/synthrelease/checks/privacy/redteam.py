@@ -46,6 +46,7 @@ __all__ = [
     "copies_listed",
     "detect",
     "elastic",
+    "elastic_by",
     "flip",
     "half_mix",
     "hide_copies",
@@ -342,7 +343,8 @@ def _zoom_by(factor: float) -> RedTeamClass:
     return make
 
 
-def _elastic_by(magnitude: float) -> RedTeamClass:
+def elastic_by(magnitude: float) -> RedTeamClass:
+    """The red-team class of elastic warps whose largest displacement is ``magnitude`` voxels."""
     def make(source: Case, host: Case, rng: np.random.Generator) -> RedTeamCopy:
         seed = _seed(rng)
         return RedTeamCopy(elastic(source, magnitude, seed), {"magnitude_voxels": magnitude, "seed": seed})
@@ -399,13 +401,14 @@ RED_TEAM_CLASSES: dict[str, RedTeamClass] = {
     "rotate_15": _rotate_by(15.0),
     "zoom_0.9": _zoom_by(0.9),
     "zoom_1.1": _zoom_by(1.1),
-    "elastic_3vox": _elastic_by(3.0),
+    "elastic_3vox": elastic_by(3.0),
     "blur_noise": _blur_noise_by(1.0, 0.1),
     "blank_quarter": _blank_by(0.25),
     "half_mix": _half_mix,
     "tumour_transplant": _transplant("host"),
     "tumour_transplant_in_place": _transplant("donor"),
     "rotate_10+shift_3vox": _rotate_then_shift(10.0, 3.0),
+    "elastic_2vox": elastic_by(2.0),
 }
 # the classes whose copy carries only part of the training patient inside an unseen host's body
 HOSTED_CLASSES: frozenset[str] = frozenset({"half_mix", "tumour_transplant", "tumour_transplant_in_place"})
