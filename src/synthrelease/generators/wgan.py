@@ -261,17 +261,22 @@ class WGANGenerator(Generator):
     def _reconstruction_error(self, real: torch.Tensor, cond: torch.Tensor, seed: int) -> torch.Tensor:
         """The lowest mean squared error between one real image ``(1, C, ...)`` and the EMA generator's image for its
         label map, over ``RECON_STARTS`` latent codes (the same seeded starts for every case, refined together) each
-        refined by ``RECON_STEPS`` Adam steps; the voxel noise is one fixed draw, so only z moves."""
+        refined by ``RECON_STEPS`` Adam steps; the voxel noise is one fixed draw, so only z moves. The condition is
+        encoded once (its features do not depend on z), as the plain forward pass would encode it at every step."""
         net = self._ema.module.eval()
+        if not isinstance(net, StyleUNet):
+            raise TypeError(f"the averaged generator is a {type(net).__name__}, not a StyleUNet")
         z = torch.randn(RECON_STARTS, self.config.z_dim, generator=torch.Generator().manual_seed(
             derive_seed(seed, 0x2A7))).to(self.device).requires_grad_(True)
         opt = torch.optim.Adam([z], lr=RECON_LR)
         best = torch.full((RECON_STARTS,), float("inf"))
         conds = cond.expand(RECON_STARTS, *cond.shape[1:])
+        with torch.no_grad():
+            skips = net.encode(conds)
         with torch.enable_grad():
             for step in range(RECON_STEPS + 1):
                 noise = torch.Generator().manual_seed(derive_seed(seed, 0x2A8))
-                err = (net(conds, z, noise).float() - real).pow(2).flatten(1).mean(dim=1)  # one per start
+                err = (net.decode(skips, z, noise).float() - real).pow(2).flatten(1).mean(dim=1)  # one per start
                 best = torch.minimum(best, err.detach().cpu())
                 if step == RECON_STEPS:
                     break

@@ -118,12 +118,23 @@ class StyleUNet(nn.Module):
         self.out = nn.Conv3d(ch[0], out_channels, 1)
 
     def forward(self, cond: Tensor, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        w = self.mapping(z)
+        return self.decode(self.encode(cond), z, generator)
+
+    def encode(self, cond: Tensor) -> list[Tensor]:
+        """The condition encoder's features at every level (the skips; the last is the bottleneck's input). They
+        depend on the condition only: a caller that varies z for one condition (GAN-Leaks' latent search) encodes
+        once."""
         skips: list[Tensor] = []
         x = cond
         for block in self.encoder:
             x = block(x)
             skips.append(x)
+        return skips
+
+    def decode(self, skips: list[Tensor], z: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The image from ``encode``'s features and z (voxel noise from ``generator``)."""
+        w = self.mapping(z)
+        x = skips[-1]
         for layer in self.bottleneck:
             x = layer(x, w, generator)
         for up, skip in zip(self.decoder, reversed(skips[:-1]), strict=True):
