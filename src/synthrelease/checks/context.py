@@ -184,6 +184,9 @@ class AuditSettings:
     # extraction: this many more cases sampled from the set's model (when the workspace holds it) are searched for
     # copies as well, as extraction attacks do (``privacy.memorization.n_copies_extraction``); 0: none
     extraction_samples: int = 0
+    # white-box attacks: processes that score the real cases with the set's model, each on one torch thread (None:
+    # one per usable core; 1: in the audit's process). The scores do not depend on it
+    whitebox_workers: int | None = None
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     n_boot: int = 1000
     query_batch: int = 8

@@ -18,12 +18,20 @@ import torch
 from monai.networks.schedulers import DDPMScheduler
 from sklearn.metrics import roc_auc_score
 
-from synthrelease.checks.context import AuditContext
-from synthrelease.checks.privacy.whitebox import extra_attack_scores, extraction_cohort, white_box, whitebox_status
+from synthrelease.checks.context import AuditContext, AuditSettings
+from synthrelease.checks.privacy import whitebox as whitebox_module
+from synthrelease.checks.privacy.whitebox import (
+    extra_attack_scores,
+    extraction_cohort,
+    scoring_workers,
+    white_box,
+    whitebox_status,
+)
 from synthrelease.data.ingest import IngestOptions, ingest
 from synthrelease.data.nnunet import read_nnunet
 from synthrelease.data.phantoms.cohort import write_phantom_cohort
 from synthrelease.data.workspace import Workspace
+from synthrelease.errors import InputError
 from synthrelease.generators import create_generator
 from synthrelease.generators.base import Generator
 from synthrelease.generators.copycat import CopycatGenerator
@@ -119,6 +127,49 @@ def test_scores_depend_only_on_the_audit_seed(ws: Workspace, ldm_set: Path, tmp_
         np.testing.assert_array_equal(a[name], b[name])
     assert not np.array_equal(a["whitebox_diffusion_loss"], c["whitebox_diffusion_loss"])  # other noise draws
     np.testing.assert_array_equal(a["whitebox_secmi"], c["whitebox_secmi"])  # deterministic: no draws at all
+
+
+def test_scores_from_worker_processes_equal_those_of_the_audits_process(
+        ws: Workspace, ldm_set: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two spawned processes (each loading the model itself) give the scores of one process, byte for byte: every
+    batch is scored alike, on one thread, whoever scores it. Progress counts every real case once, in order."""
+    monkeypatch.setattr(whitebox_module, "MIN_PARALLEL_BATCHES", 1)  # two batches here: score them in parallel
+    lines: list[tuple[str, int, int]] = []
+    here = {"batches": 0}  # batches scored in this process (a broken pool would fall back to scoring them here)
+    batch_scores = whitebox_module._batch_scores
+
+    def counted(*args: Any) -> dict[str, np.ndarray]:
+        here["batches"] += 1
+        return batch_scores(*args)
+
+    monkeypatch.setattr(whitebox_module, "_batch_scores", counted)
+
+    def scores(workers: int, out: Path) -> dict[str, np.ndarray]:
+        ctx = _context(ws, ldm_set, out)
+        ctx.settings = AuditSettings(whitebox_workers=workers)
+        ctx._progress = lambda task, done, total: lines.append((task, done, total))
+        found, reason = whitebox_status(ctx)
+        assert reason is None, reason
+        return found
+
+    alone = scores(1, tmp_path / "one")
+    assert here["batches"] == 2
+    parallel = scores(2, tmp_path / "two")
+    assert here["batches"] == 2  # the second run's batches were scored by the workers
+    assert set(alone) == set(parallel) and alone
+    for name in alone:
+        np.testing.assert_array_equal(alone[name], parallel[name])
+    done = [d for task, d, t in lines if task == "white-box scores"]
+    assert done == [4, 8, 4, 8]  # 8 real cases in batches of 4, once per run
+
+
+def test_scoring_workers() -> None:
+    assert scoring_workers(3, 100) == 3 and scoring_workers(3, 2) == 1  # under MIN_PARALLEL_BATCHES: in process
+    assert scoring_workers(16, 10) == 10  # at most one per batch
+    assert 1 <= scoring_workers(None, 100) <= 100
+    for bad in (0, -1, True, 1.5):
+        with pytest.raises(InputError, match="whitebox_workers"):
+            scoring_workers(bad, 100)  # type: ignore[arg-type]
 
 
 def test_evidence_names_the_model_and_its_attacks(ws: Workspace, ldm_set: Path, tmp_path: Path) -> None:

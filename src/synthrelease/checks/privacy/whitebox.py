@@ -61,7 +61,12 @@ grid and spacing), named ``ext0000``...: the extraction attack's larger sample f
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,11 +86,14 @@ from synthrelease.generators.runs import run_dir
 from synthrelease.generators.sampling import clean_labels
 from synthrelease.runtime.fs import sha256_file
 
-__all__ = ["ATTACKS", "WhiteBox", "audited_model", "extra_attack_scores", "extraction_cohort", "white_box",
-           "whitebox_status"]
+__all__ = ["ATTACKS", "WhiteBox", "audited_model", "extra_attack_scores", "extraction_cohort", "scoring_workers",
+           "white_box", "whitebox_status"]
 
 PREFIX = "whitebox_"
 SCORE_BATCH = 4  # real cases scored at once
+SCORE_THREADS = 1  # torch intra-op threads that score a batch: part of the result (fp32 sums are split by thread),
+# so fixed, whatever the machine's cores or the number of scoring processes
+MIN_PARALLEL_BATCHES = 8  # fewer batches are scored in the audit's process (a spawned worker takes seconds to start)
 EXTRACTION_BATCH = 8  # cases sampled at once by extraction_cohort (unless told otherwise)
 
 # what each attack is, for the MIA check's evidence (names as the generators return them, without prefixes)
@@ -191,7 +199,17 @@ def _real_batches(ctx: AuditContext, gen: Generator) -> Iterator[tuple[torch.Ten
             if len(images) == SCORE_BATCH or done == total:
                 yield torch.stack(images), torch.stack(classes)
                 images, classes = [], []
-                ctx.progress("white-box scores", done, total)
+
+
+def _progress(ctx: AuditContext) -> Callable[[int], None]:
+    """``scored(n)``: ``n`` more real cases scored; reports ``white-box scores`` as done of all."""
+    total, done = len(ctx.train) + len(ctx.holdout), [0]
+
+    def scored(n: int) -> None:
+        done[0] += n
+        ctx.progress("white-box scores", done[0], total)
+
+    return scored
 
 
 def _combined(components: np.ndarray) -> np.ndarray:
@@ -210,15 +228,117 @@ def _describe(name: str) -> str:
     return ATTACKS.get(name, name)
 
 
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _batch_scores(gen: Generator, images: torch.Tensor, classes: torch.Tensor, seed: int) -> dict[str, np.ndarray]:
+    with _torch_threads(SCORE_THREADS):
+        out = gen.membership_scores(images, classes, seed)
+    return {name: value.detach().double().cpu().numpy() for name, value in out.items()}
+
+
+_WORKER_MODEL: Generator | None = None  # the model a scoring process loaded (``_start_worker``)
+
+
+def _start_worker(path: str, sha256: str) -> None:
+    """A spawned scoring process's start: load the set's model (the file the parent verified, checked again)."""
+    global _WORKER_MODEL
+    if sha256_file(Path(path)) != sha256:
+        raise SynthReleaseError(f"the model file {path} changed during the audit (its sha256 differs)")
+    gen = Generator.load(Path(path), device="cpu")
+    for module in gen.modules().values():
+        module.eval()
+    _WORKER_MODEL = gen
+
+
+def _worker_batch_scores(images: torch.Tensor, classes: torch.Tensor, seed: int) -> dict[str, np.ndarray]:
+    if _WORKER_MODEL is None:
+        raise RuntimeError("the scoring process has no model")
+    return _batch_scores(_WORKER_MODEL, images, classes, seed)
+
+
+def _usable_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def scoring_workers(setting: int | None, n_batches: int) -> int:
+    """Processes that score the real cases: ``whitebox_workers`` (None: one per usable core), at most one per
+    batch; 1 below ``MIN_PARALLEL_BATCHES`` batches or in a daemonic process (which may not start processes). The
+    scores do not depend on it: every batch is scored alike on ``SCORE_THREADS`` threads."""
+    if setting is not None and (isinstance(setting, bool) or not isinstance(setting, int) or setting < 1):
+        raise InputError(f"whitebox_workers {setting!r} is not a positive whole number",
+                         fix="use None (one per usable core) or 1 or more")
+    if multiprocessing.current_process().daemon or n_batches < MIN_PARALLEL_BATCHES:
+        return 1
+    return max(1, min(n_batches, _usable_cores() if setting is None else setting))
+
+
+def _scores_in_parallel(ctx: AuditContext, gen: Generator, seed: int, workers: int) -> list[dict[str, np.ndarray]]:
+    """Every batch's scores, batches scored in ``workers`` spawned processes (each loads the model itself; at most
+    two batches per process wait in line, so a large cohort is never held whole), in the order of the batches."""
+    path, _ = _model_path(ctx)
+    sha = ctx.provenance.get("checkpoint_sha256")
+    if path is None or not isinstance(sha, str):
+        raise SynthReleaseError("the set's model file is no longer usable")
+    results: dict[int, dict[str, np.ndarray]] = {}
+    pending: dict[Future[dict[str, np.ndarray]], int] = {}
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_start_worker, initargs=(str(path), sha)) as pool:
+        def collect(block: bool) -> None:
+            """Take the finished batches' scores (first waiting for the oldest batch when ``block``)."""
+            ready = [f for f in pending if f.done()]
+            if block and not ready:
+                ready = [min(pending, key=lambda f: pending[f])]
+            for future in ready:
+                i = pending.pop(future)
+                results[i] = future.result()
+                scored(sizes[i])
+
+        scored = _progress(ctx)
+        sizes: list[int] = []
+        for i, (images, classes) in enumerate(_real_batches(ctx, gen)):
+            sizes.append(len(images))
+            pending[pool.submit(_worker_batch_scores, images, classes, seed)] = i
+            while len(pending) >= 2 * workers:
+                collect(block=True)
+            collect(block=False)
+        while pending:
+            collect(block=True)
+    return [results[i] for i in range(len(results))]
+
+
 def _score(ctx: AuditContext, gen: Generator) -> WhiteBox:
     seed = int(ctx.rng("whitebox").integers(2**31))
+    n_real = len(ctx.train) + len(ctx.holdout)
+    workers = scoring_workers(ctx.settings.whitebox_workers, -(-n_real // SCORE_BATCH))
+    batches: list[dict[str, np.ndarray]] | None = None
+    if workers > 1:
+        try:
+            batches = _scores_in_parallel(ctx, gen, seed, workers)
+        except BrokenProcessPool:  # a worker could not start or died: score here instead (the same scores)
+            batches = None
+    if batches is None:
+        scored = _progress(ctx)
+        batches = []
+        for images, classes in _real_batches(ctx, gen):
+            batches.append(_batch_scores(gen, images, classes, seed))
+            scored(len(images))
     parts: dict[str, list[np.ndarray]] = {}
-    for images, classes in _real_batches(ctx, gen):
-        out = gen.membership_scores(images, classes, seed)
+    for out in batches:
         if parts and set(out) != set(parts):
             raise SynthReleaseError(f"{gen.name}'s white-box attacks changed between batches: {sorted(out)}")
         for name, value in out.items():
-            parts.setdefault(name, []).append(value.detach().double().cpu().numpy())
+            parts.setdefault(name, []).append(value)
     evidence: dict[str, Any] = {"generator": gen.name, "run": ctx.provenance.get("run"),
                                 "checkpoint_sha256": ctx.provenance.get("checkpoint_sha256"), "seed": seed}
     scores, dropped = {}, []
