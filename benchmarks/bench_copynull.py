@@ -184,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("(margin: the copy's largest statistic over the three rules minus that rule's line)\n")
     detected = {name: float(np.mean([r["detected"][name] for r in per_seed.values()])) for name in classes}
     rows = [(name, *(f"{per_seed[s]['detected'][name]:.2f} ({per_seed[s]['margin'][name]:+.1f})" for s in per_seed),
-             f"{detected[name]:.3f}") for name in sorted(classes)]
+             f"{detected[name]:.3f}") for name in sorted(set(classes))]
     print_table(("class", *(f"seed {s}" for s in per_seed), "all"), rows)
     print(f"wall time {wall:.0f} s")
 

@@ -7,9 +7,11 @@ import pytest
 from scipy import ndimage
 
 from synthrelease.checks.copysearch import (
+    SHORTLIST_SIZES,
     CopySearchSettings,
     calibrate,
     centred_candidates,
+    centred_shortlists,
     region_masks,
     region_ncc,
     register,
@@ -105,6 +107,23 @@ def test_the_centred_shortlist_finds_a_far_moved_mirrored_copy(volumes: np.ndarr
     copy = np.roll(volumes[3][:, :, ::-1], 5, axis=3)  # anterior-posterior mirror, 5 voxels along x
     top = centred_candidates(copy[None], volumes[:8], k=1)
     assert top[0, 0] == 3
+
+
+def test_the_centred_shortlists_keep_the_best_of_a_coarse_and_a_fine_grid(volumes: np.ndarray) -> None:
+    """One list per grid of ``SHORTLIST_SIZES``, side by side. On the coarse grid (24^3 pooled 2x) whole-voxel
+    centring leaves a turned copy up to 10 mm off its source, and look-alikes outrank it; on the fine grid (the
+    search grid itself) each turned, moved copy's source comes first, so the shortlists keep it."""
+    assert SHORTLIST_SIZES[0] < SHAPE <= SHORTLIST_SIZES[-1]
+    copies = np.stack([np.roll(ndimage.rotate(v, 10.0, axes=(1, 3), reshape=False, order=1, mode="nearest"), 3,
+                               axis=2) for v in volumes[:8]])
+    both = centred_shortlists(copies, volumes[:8], 1)
+    assert both.shape == (8, len(SHORTLIST_SIZES))
+    for i, size in enumerate(SHORTLIST_SIZES):
+        np.testing.assert_array_equal(both[:, i], centred_candidates(copies, volumes[:8], 1, size)[:, 0])
+    sources = np.arange(8)
+    assert (both[:, 0] == sources).sum() <= 2  # the coarse grid alone misses most sources
+    np.testing.assert_array_equal(both[:, 1], sources)  # the fine grid finds every one
+    assert all(i in row for i, row in enumerate(both))
 
 
 def test_search_scores_a_copy_near_one_and_another_patient_lower(volumes: np.ndarray) -> None:

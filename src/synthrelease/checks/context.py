@@ -25,7 +25,7 @@ from synthrelease.checks.align import Alignment, shift_view
 from synthrelease.checks.copysearch import (
     CopyScores,
     CopySearchSettings,
-    centred_candidates,
+    centred_shortlists,
     registered_templates,
     search_copies,
 )
@@ -601,7 +601,7 @@ class AuditContext:
                 else dense.reference[:, :1]
             embedded = (self.embeddings(query) @ self.embeddings("train").T).topk(k, dim=1).indices
             queries, references = self.volumes(query).numpy(), self.volumes("train").numpy()
-            centred = torch.from_numpy(centred_candidates(queries, references, k))
+            centred = torch.from_numpy(centred_shortlists(queries, references, k))
             candidates = torch.cat([pixel, centred, embedded], dim=1).tolist()
             return search_copies(list(queries), list(references), candidates, self.template().numpy(),
                                  self.settings.copies, lambda d, t: self.progress(f"register {query} cases", d, t),
@@ -628,7 +628,7 @@ class AuditContext:
         cubes = torch.stack([to_cube(v, self.settings.embedding.size) for v in z])
         emb = torch.nn.functional.normalize(encoder.embed(cubes) - centre, dim=1)
         embedded = (emb @ self.embeddings("train").T).topk(k, dim=1).indices
-        centred = torch.from_numpy(centred_candidates(queries, references, k))
+        centred = torch.from_numpy(centred_shortlists(queries, references, k))
         return search_copies(list(queries), list(references), torch.cat([centred, embedded], dim=1).tolist(),
                              self.template().numpy(), self.settings.copies,
                              lambda d, t: self.progress("register extraction samples", d, t),

@@ -7,7 +7,8 @@ envelope to what a generator (or a careless export) can plausibly do to a traini
 
 1. **Shortlist** per query: the ``candidates`` nearest training patients of the dense pixel search, as many after
    centring both cases on their centre of mass in each of the 8 mirror states, at 3 scales and turned by 10 degrees
-   about each axis (``centred_candidates``; no shift or mirror hides a copy from this one), and as many by the
+   about each axis (``centred_candidates``; no shift or mirror hides a copy from this one), once on a coarse grid
+   and once on the search grid (``SHORTLIST_SIZES``), and as many by the
    contrastive embedding (trained with mirrors on every axis, rotations up to 15 degrees, shifts up to 15% of the
    field of view and scaling by up to 15%).
 2. **Register** each (query, candidate): each of the 8 mirror states is placed by its centre of mass (image
@@ -46,8 +47,9 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-__all__ = ["CopyScores", "CopySearchSettings", "CopyThreshold", "Registration", "calibrate", "centred_candidates",
-           "region_masks", "register", "registered_templates", "search_copies", "warp", "warp_back"]
+__all__ = ["SHORTLIST_SIZES", "CopyScores", "CopySearchSettings", "CopyThreshold", "Registration", "calibrate",
+           "centred_candidates", "centred_shortlists", "region_masks", "register", "registered_templates",
+           "search_copies", "warp", "warp_back"]
 
 MIRRORS: tuple[tuple[bool, bool, bool], ...] = tuple((z, y, x) for z in (False, True) for y in (False, True)
                                                      for x in (False, True))  # mirrored on (z, y, x)
@@ -243,7 +245,11 @@ def _centred(volumes: np.ndarray) -> np.ndarray:
 
 SHORTLIST_SCALES = (1 / 1.1, 1.0, 1.1)  # the query magnified by these about its centre of mass, for the shortlist
 SHORTLIST_TURNS = (10.0,)  # and turned by plus and minus these degrees about each axis
-SHORTLIST_SIZE = 16  # voxels per axis of the shortlist's grid (pooled by a whole factor down to at most this)
+# voxels per axis of the centred shortlists' grids (each pooled by a whole factor down to at most this): one list
+# on a coarse grid and one on the search grid itself. Whole-voxel centring leaves a case up to half a voxel off its
+# source; on the coarse grid that is half of a 15 mm voxel, enough to drop a turned or shrunken copy's source behind
+# dozens of look-alikes, while the fine grid ranks some enlarged copies' sources lower. Each keeps its best.
+SHORTLIST_SIZES = (16, 32)
 
 
 def _rotation(axis: int, degrees: float) -> np.ndarray:
@@ -299,14 +305,15 @@ def _in_view(shape: tuple[int, ...], matrix: np.ndarray) -> np.ndarray:
     return np.asarray(inside > 0.999)
 
 
-def centred_candidates(queries: np.ndarray, references: np.ndarray, k: int) -> np.ndarray:
+def centred_candidates(queries: np.ndarray, references: np.ndarray, k: int, size: int = 16) -> np.ndarray:
     """``(Q, k)`` nearest references of each query after both are centred on their centre of mass (on a grid pooled
-    to at most ``SHORTLIST_SIZE`` per axis) and the query is tried in each of the 8 mirror states, magnified by each
-    of ``SHORTLIST_SCALES`` and turned by ``SHORTLIST_TURNS``: a shortlist that no shift, mirror, rescaling or turn
-    within the envelope hides a copy from, whatever the distance moved (the dense search reaches a few voxels, the
-    embedding what it learnt). The NCC of each pose is taken where the posed query still has data: an enlarged copy
-    lost its border, and shrinking it back must not compare air with its source's border."""
-    queries, references = _pooled(queries, SHORTLIST_SIZE), _pooled(references, SHORTLIST_SIZE)
+    to at most ``size`` per axis; ``SHORTLIST_SIZES`` are the audit's) and the query is tried in each of the 8 mirror
+    states, magnified by each of ``SHORTLIST_SCALES`` and turned by ``SHORTLIST_TURNS``: a shortlist that no shift,
+    mirror, rescaling or turn within the envelope hides a copy from, whatever the distance moved (the dense search
+    reaches a few voxels, the embedding what it learnt). The NCC of each pose is taken where the posed query still
+    has data: an enlarged copy lost its border, and shrinking it back must not compare air with its source's
+    border."""
+    queries, references = _pooled(queries, size), _pooled(references, size)
     refs = _centred(references).reshape(len(references), -1).astype(np.float64)
     refs_sq = refs * refs
     centred = _centred(queries)
@@ -325,6 +332,12 @@ def centred_candidates(queries: np.ndarray, references: np.ndarray, k: int) -> n
             q_var = np.maximum((q * q).sum(axis=1), 1e-12)
             best = np.maximum(best, (q @ refs.T) / np.sqrt(q_var[:, None] * ref_var[None, :]))
     return np.argsort(-best, axis=1, kind="stable")[:, :k]
+
+
+def centred_shortlists(queries: np.ndarray, references: np.ndarray, k: int) -> np.ndarray:
+    """``(Q, k * len(SHORTLIST_SIZES))``: ``centred_candidates`` on each of ``SHORTLIST_SIZES``' grids, side by
+    side (a reference on both lists appears twice; the search registers it once)."""
+    return np.concatenate([centred_candidates(queries, references, k, size) for size in SHORTLIST_SIZES], axis=1)
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,13 @@ higher = more likely a member, named ``whitebox_<attack>``:
 
 Every random draw is seeded from the audit seed (``ctx.rng("whitebox")``): same seed, same scores.
 
+**Processes.** The real cases are scored ``SCORE_BATCH`` at a time on ``SCORE_THREADS`` (1) torch thread, so the
+scores do not depend on the machine's cores. With ``whitebox_workers`` (``AuditSettings``; None: one per usable
+core) above 1 and enough batches, the batches are scored in spawned processes that each load the verified model
+file themselves (its sha256 checked again), at most two batches per process waiting, and the results are put back
+in order: the same scores as one process, byte for byte. Where a process cannot start or dies (a script without an
+``if __name__ == "__main__":`` guard, memory), the batches are scored in the audit's process instead.
+
 **Extraction.** ``extraction_cohort(ctx, n)`` samples ``n`` more cases from the same model (seed from
 ``ctx.rng("extraction")``, the set's sampler and steps), post-processed as ``generators.sampling`` post-processes a
 released set (small components dropped, intensities back on the set's scale with its intensity reference, the set's
