@@ -77,7 +77,7 @@ def test_unseen_real_patients_are_not_flagged(others_results: dict[str, CheckRes
     mia = others_results["privacy.mia"].metrics
     assert mia["max_auc_p_value"].value >= 0.01 and mia["tpr_at_min_fpr_p_value"].value >= 0.01
     # judged with the others (a holdout patient calibrated against itself would make this set a leak)
-    assert {f"auc_gan_leaks_{s}_calibrated" for s in ("pixel", "embedding", "mask")} <= set(mia)
+    assert {f"auc_gan_leaks_{s}_calibrated" for s in ("pixel", "mask")} <= set(mia)
     reid = others_results["privacy.reidentification"].metrics
     assert reid["excess_p_value"].value >= 0.01
     dcr = others_results["privacy.dcr"].metrics["overfitting_p"]
