@@ -12,16 +12,16 @@ Members are the training patients, non-members the holdout patients. Attacks, ea
   its masks nearer the training patients' than the unseen patients' without copying any of them, and images drawn
   for those masks need not show it. Measured on the demo's phantoms (benchmarks/RESULTS.md): with masks from a
   10-mode shape model this attack reached AUC 0.69 (upper bound 0.84), the image attacks 0.42-0.65.
-- GAN-Leaks calibrated (Chen et al. 2020, section 5.5): the pixel and label-map similarities minus the case's similarity
-  to its closest *reference* patient, so that a case close to everything (a typical anatomy, a common tumour shape)
-  no longer looks like a member for being close to the synthetic set. GAN-Leaks calibrates with a reference generator
-  trained on population data; the audit holds population data (the holdout) but trains no second generator, so the
-  reference is the population sample itself, cross-fitted: the holdout is split in two seeded halves, a holdout
-  patient's reference is the other half (never itself), and a member's reference is a half drawn with the same odds,
-  so members and non-members are calibrated against equally many patients (``reference_halves``). Named
-  ``gan_leaks_pixel_calibrated`` and ``gan_leaks_mask_calibrated``. The embedding's cosine is not calibrated: so
-  calibrated, it ranked the copycat control's members below chance (AUC 0.38), and an attack without power only
-  widens the null spread of the max over attacks.
+- GAN-Leaks calibrated (Chen et al. 2020, section 5.5): the pixel and label-map similarities minus the case's
+  similarity to its closest *reference* patient, so that a case close to everything (a typical anatomy, a common
+  tumour shape) no longer looks like a member for being close to the synthetic set. GAN-Leaks calibrates with a
+  reference generator trained on population data; the audit holds population data (the holdout) but trains no second
+  generator, so the reference is the population sample itself, cross-fitted: the holdout is split in two seeded
+  halves, a holdout patient's reference is the other half (never itself), and a member's reference is a half drawn
+  with the same odds, so members and non-members are calibrated against equally many patients (``reference_halves``).
+  Named ``gan_leaks_pixel_calibrated`` and ``gan_leaks_mask_calibrated``. The embedding's cosine is not calibrated: so
+  calibrated, it ranked the copycat control's members below chance (benchmarks/RESULTS.md), and an attack without
+  power only widens the null spread of the max over attacks.
 - DOMIAS (van Breugel et al. 2023): density ratio ``log p_synthetic(x) - log p_reference(x)``, Gaussian KDEs in a
   low-dimensional PCA of the embedding (fitted on the synthetic set). The reference density uses holdout cases
   only, cross-fitted: every real case is scored against a reference that excludes its own fold, so no scored case
@@ -150,8 +150,8 @@ def _blackbox_scores(ctx: AuditContext) -> dict[str, np.ndarray]:
                                              seed=int(ctx.rng("mia/reference-halves").integers(2**31)))
         groups = tuple(("holdout", h) for h in halves)
         # pixels and label maps only: the embedding's cosine, calibrated so, ranked the copycat control's members
-        # below chance (AUC 0.38 where the other two reach 0.98-1.0), and an attack without power only widens the
-        # null spread of the max over attacks that the policy bounds
+        # below chance where these two find them, and an attack without power only widens the null spread of the
+        # max over attacks that the policy bounds
         to_halves = {"pixel": ctx.pixel_matches("real", groups).similarity.numpy(),
                      "mask": ctx.mask_group_matches("real", groups).similarity.numpy()}
         for space, ref in to_halves.items():
