@@ -163,10 +163,13 @@ def test_scores_from_worker_processes_equal_those_of_the_audits_process(
     assert done == [4, 8, 4, 8]  # 8 real cases in batches of 4, once per run
 
 
-def test_scoring_workers() -> None:
+def test_scoring_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     assert scoring_workers(3, 100) == 3 and scoring_workers(3, 2) == 1  # under MIN_PARALLEL_BATCHES: in process
     assert scoring_workers(16, 10) == 10  # at most one per batch
-    assert 1 <= scoring_workers(None, 100) <= 100
+    monkeypatch.setattr(whitebox_module, "usable_cores", lambda: 6)
+    assert scoring_workers(None, 100) == 6 and scoring_workers(None, 9) == 6  # None: one per usable core
+    monkeypatch.setattr(whitebox_module.multiprocessing, "current_process", lambda: type("P", (), {"daemon": True}))
+    assert scoring_workers(4, 100) == 1  # a daemonic process may not start processes
     for bad in (0, -1, True, 1.5):
         with pytest.raises(InputError, match="whitebox_workers"):
             scoring_workers(bad, 100)  # type: ignore[arg-type]

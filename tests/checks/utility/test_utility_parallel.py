@@ -161,7 +161,7 @@ def test_workers_setting(cohorts: tuple[Cohort, Cohort, Cohort], tmp_path: Path,
                          monkeypatch: pytest.MonkeyPatch) -> None:
     assert _workers(1, 3, 500) == 1 and _workers(5, 3, 500) == 3 and _workers(2, 3, 5) == 2
     for cores, expected in ((1, 1), (2, 2), (8, 3)):  # auto: one arm per usable core, at most one per arm
-        monkeypatch.setattr("synthrelease.checks.utility.segmentation._usable_cores", lambda c=cores: c)
+        monkeypatch.setattr("synthrelease.checks.utility.segmentation.usable_cores", lambda c=cores: c)
         assert _workers(None, 3, 500) == expected
         assert _workers(None, 3, 5) == 1  # a short budget: not worth a process
     monkeypatch.undo()

@@ -70,7 +70,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -91,6 +90,7 @@ from synthrelease.generators.base import Generator
 from synthrelease.generators.membership import LOSS_FRACTIONS, SECMI_FRACTIONS
 from synthrelease.generators.runs import run_dir
 from synthrelease.generators.sampling import clean_labels
+from synthrelease.runtime.cores import usable_cores
 from synthrelease.runtime.fs import sha256_file
 
 __all__ = ["ATTACKS", "WhiteBox", "audited_model", "extra_attack_scores", "extraction_cohort", "scoring_workers",
@@ -271,13 +271,6 @@ def _worker_batch_scores(images: torch.Tensor, classes: torch.Tensor, seed: int)
     return _batch_scores(_WORKER_MODEL, images, classes, seed)
 
 
-def _usable_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def scoring_workers(setting: int | None, n_batches: int) -> int:
     """Processes that score the real cases: ``whitebox_workers`` (None: one per usable core), at most one per
     batch; 1 below ``MIN_PARALLEL_BATCHES`` batches or in a daemonic process (which may not start processes). The
@@ -287,7 +280,7 @@ def scoring_workers(setting: int | None, n_batches: int) -> int:
                          fix="use None (one per usable core) or 1 or more")
     if multiprocessing.current_process().daemon or n_batches < MIN_PARALLEL_BATCHES:
         return 1
-    return max(1, min(n_batches, _usable_cores() if setting is None else setting))
+    return max(1, min(n_batches, usable_cores() if setting is None else setting))
 
 
 def _scores_in_parallel(ctx: AuditContext, gen: Generator, seed: int, workers: int) -> list[dict[str, np.ndarray]]:

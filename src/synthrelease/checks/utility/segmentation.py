@@ -61,6 +61,7 @@ from synthrelease.checks.utility.summary import arm_key, summarize
 from synthrelease.data.nifti import read_nifti
 from synthrelease.data.nnunet import dataset_json, write_nnunet_case
 from synthrelease.errors import InputError
+from synthrelease.runtime.cores import usable_cores
 from synthrelease.segmentation import (
     CaseScores,
     SegmentationConfig,
@@ -99,7 +100,7 @@ def _workers(setting: int | None, n_arms: int, steps: int) -> int:
                          fix="use None (one per usable core) or 1 or more")
     if multiprocessing.current_process().daemon or (setting is None and steps < MIN_PARALLEL_STEPS):
         return 1
-    return max(1, min(n_arms, _usable_cores() if setting is None else setting))
+    return max(1, min(n_arms, usable_cores() if setting is None else setting))
 
 
 def _write_model_range(ctx: AuditContext, which: str, root: Path) -> str:
@@ -242,13 +243,6 @@ def _worker(task: _ArmTask, messages: Any) -> None:
         messages.put(("error", task.arm, _portable(exc)))
     else:
         messages.put(("done", task.arm, result))
-
-
-def _usable_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _run_parallel(tasks: Sequence[_ArmTask], workers: int, progress: Callable[[str, str, int, int], None],
