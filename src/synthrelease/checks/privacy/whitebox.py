@@ -68,7 +68,6 @@ grid and spacing), named ``ext0000``...: the extraction attack's larger sample f
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -90,7 +89,7 @@ from synthrelease.generators.base import Generator
 from synthrelease.generators.membership import LOSS_FRACTIONS, SECMI_FRACTIONS
 from synthrelease.generators.runs import run_dir
 from synthrelease.generators.sampling import clean_labels
-from synthrelease.runtime.cores import usable_cores
+from synthrelease.runtime.cores import torch_threads, usable_cores
 from synthrelease.runtime.fs import sha256_file
 
 __all__ = ["ATTACKS", "WhiteBox", "audited_model", "extra_attack_scores", "extraction_cohort", "scoring_workers",
@@ -235,18 +234,8 @@ def _describe(name: str) -> str:
     return ATTACKS.get(name, name)
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _batch_scores(gen: Generator, images: torch.Tensor, classes: torch.Tensor, seed: int) -> dict[str, np.ndarray]:
-    with _torch_threads(SCORE_THREADS):
+    with torch_threads(SCORE_THREADS):
         out = gen.membership_scores(images, classes, seed)
     return {name: value.detach().double().cpu().numpy() for name, value in out.items()}
 

@@ -46,7 +46,7 @@ import shutil
 import signal
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,7 @@ from synthrelease.checks.utility.summary import arm_key, summarize
 from synthrelease.data.nifti import read_nifti
 from synthrelease.data.nnunet import dataset_json, write_nnunet_case
 from synthrelease.errors import InputError
-from synthrelease.runtime.cores import usable_cores
+from synthrelease.runtime.cores import torch_threads, usable_cores
 from synthrelease.segmentation import (
     CaseScores,
     SegmentationConfig,
@@ -176,26 +176,10 @@ class _ArmResult:
     seconds: float
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int | None) -> Iterator[None]:
-    """torch on ``n`` intra-op threads inside, restored afterwards (None: left as it is)."""
-    if n is None:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _run_arm(task: _ArmTask, progress: Progress) -> _ArmResult:
     """Train the arm (the real arm: from the cache when it is there) and predict the holdout."""
     start = time.perf_counter()
-    with _torch_threads(task.threads):
+    with torch_threads(task.threads):
         engine = create_engine(task.engine, progress)
         reused = False
         if task.arm == "real":
